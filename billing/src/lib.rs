@@ -1,0 +1,1 @@
+//! Offpeak billing: facts in, bills out. Knows nothing of Kubernetes.
