@@ -1,0 +1,4 @@
+//! The Offpeak operator: controllers that lend idle nodes to tenants, and the pure
+//! decisions they are built on.
+
+pub mod plan;

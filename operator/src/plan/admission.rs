@@ -1,0 +1,662 @@
+//! Whether a pool can serve a lease now, and which nodes it gets.
+//!
+//! Capacity is lent in whole nodes. At any moment a pool may lend at most
+//! `lend_limit(t) = min(headroom limit, limit of every reservation window active at t)`
+//! nodes, where a reservation that keeps p % internal allows `floor(nodes × (100 − p) / 100)`
+//! and one that keeps k nodes allows `nodes − k`.
+//!
+//! - **Spot** is admitted when free lendable nodes cover the request now, lending them keeps
+//!   the pool within `lend_limit(now)`, and the current spot price is at or below the
+//!   lease's maximum. Spot leases are reclaimed with notice before a window needs their
+//!   nodes, so future windows do not hold them back.
+//! - **Reserved** must also hold for its whole term: at every instant of the term, the
+//!   nodes of the Reserved leases then active plus this lease's nodes stay within
+//!   `lend_limit(t)`. If even this lease alone exceeds the limit somewhere in its term, it
+//!   can never fit and is rejected; otherwise it waits.
+//! - A lease larger than the whole pool is rejected.
+//!
+//! Queueing (see [`admit_in_order`]): per pool, first come first served by creation time,
+//! with backfill. A lease that cannot be served does not stop later, smaller leases from
+//! being admitted, until it has waited `starvation_guard`; from then on nothing behind it
+//! is admitted, so capacity freed by ending leases accrues to it and a large lease is
+//! never starved by a stream of small ones.
+
+use chrono::{DateTime, Duration, Utc};
+use rust_decimal::Decimal;
+
+use super::calendar::{Calendar, Interval};
+use super::node_choice::{self, Ask, Candidate};
+use super::resources::Resources;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseClass {
+    Spot,
+    Reserved,
+}
+
+/// How much of a pool a reservation keeps internal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    Percent(u32),
+    Nodes(usize),
+}
+
+impl Keep {
+    /// The most nodes a pool of `total` nodes may lend while this applies.
+    pub fn lend_limit(&self, total: usize) -> usize {
+        match *self {
+            Keep::Percent(p) => total * (100 - p.min(100) as usize) / 100,
+            Keep::Nodes(k) => total.saturating_sub(k),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reservation {
+    pub name: String,
+    pub calendar: Calendar,
+    pub keep: Keep,
+}
+
+/// An admitted Reserved lease: it holds `nodes` nodes over `term`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Holding {
+    pub lease: String,
+    pub term: Interval,
+    pub nodes: usize,
+}
+
+/// What admission needs to know about a pool, read from the cluster at one moment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolSnapshot {
+    pub name: String,
+    /// Every node the pool selects, and their allocatable sum.
+    pub nodes_total: usize,
+    pub capacity: Resources,
+    /// Free nodes that may be lent now (idle long enough, Ready, not cordoned).
+    pub free: Vec<Candidate>,
+    /// Nodes lent to leases now.
+    pub lent: usize,
+    /// Headroom: the most nodes the pool lends at any time.
+    pub headroom_limit: usize,
+    pub reservations: Vec<Reservation>,
+    /// Admitted Reserved leases, for the term check.
+    pub reserved: Vec<Holding>,
+    /// The pool's current spot price per node-hour equivalent, if a rate card prices it.
+    pub spot_price: Option<Decimal>,
+}
+
+/// What a lease asks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LeaseRequest {
+    pub name: String,
+    pub class: LeaseClass,
+    pub ask: Ask,
+    pub term: Interval,
+    pub max_price: Option<Decimal>,
+    /// When it was created, for first come first served.
+    pub created: DateTime<Utc>,
+}
+
+/// Why a lease waits or is rejected; these become condition reasons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    InsufficientCapacity,
+    Headroom,
+    PeakReservation,
+    SpotPriceAboveMax,
+    NoSpotPrice,
+    Queued,
+    ExceedsPool,
+}
+
+impl Reason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Reason::InsufficientCapacity => "InsufficientCapacity",
+            Reason::Headroom => "Headroom",
+            Reason::PeakReservation => "PeakReservation",
+            Reason::SpotPriceAboveMax => "SpotPriceAboveMax",
+            Reason::NoSpotPrice => "NoSpotPrice",
+            Reason::Queued => "Queued",
+            Reason::ExceedsPool => "ExceedsPool",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    Admit { nodes: Vec<String> },
+    Wait { reason: Reason, message: String },
+    Reject { reason: Reason, message: String },
+}
+
+impl PoolSnapshot {
+    /// The most nodes the pool may lend at `at`, and the reservation that sets it, if any.
+    fn lend_limit_at(&self, at: DateTime<Utc>) -> (usize, Option<&Reservation>) {
+        let instant = Interval::new(at, at + Duration::seconds(1));
+        self.reservations
+            .iter()
+            .filter(|r| !r.calendar.windows(instant).is_empty())
+            .map(|r| (r.keep.lend_limit(self.nodes_total), Some(r)))
+            .fold((self.headroom_limit, None), |best, next| {
+                if next.0 < best.0 { next } else { best }
+            })
+    }
+
+    /// Every reservation window in `term`, with the limit it sets.
+    fn windows_in(&self, term: Interval) -> Vec<(Interval, usize, &Reservation)> {
+        self.reservations
+            .iter()
+            .flat_map(|r| {
+                let limit = r.keep.lend_limit(self.nodes_total);
+                r.calendar
+                    .windows(term)
+                    .into_iter()
+                    .map(move |w| (w, limit, r))
+            })
+            .collect()
+    }
+}
+
+/// Decides one lease against the pool as it is now.
+pub fn decide(pool: &PoolSnapshot, lease: &LeaseRequest, now: DateTime<Utc>) -> Decision {
+    if let Some(reject) = never_fits(pool, lease) {
+        return reject;
+    }
+    if lease.class == LeaseClass::Spot {
+        match (pool.spot_price, lease.max_price) {
+            (None, _) => {
+                return Decision::Wait {
+                    reason: Reason::NoSpotPrice,
+                    message: format!("no rate card prices Spot capacity in pool {}", pool.name),
+                };
+            }
+            (Some(price), Some(max)) if price > max => {
+                return Decision::Wait {
+                    reason: Reason::SpotPriceAboveMax,
+                    message: format!(
+                        "the spot price in pool {} is {price} per hour, above maxPricePerHour {max}",
+                        pool.name
+                    ),
+                };
+            }
+            _ => {}
+        }
+    }
+    let nodes = match node_choice::choose(&pool.free, &lease.ask) {
+        Ok(nodes) => nodes,
+        Err(shortfall) => {
+            return Decision::Wait {
+                reason: Reason::InsufficientCapacity,
+                message: format!(
+                    "pool {} has {} free lendable node(s): {shortfall}",
+                    pool.name,
+                    pool.free.len()
+                ),
+            };
+        }
+    };
+    let (limit_now, set_by) = pool.lend_limit_at(now);
+    if pool.lent + nodes.len() > limit_now {
+        let (reason, why) = match set_by {
+            Some(r) => (
+                Reason::PeakReservation,
+                format!(
+                    "peak reservation {} allows {limit_now} lent node(s) now",
+                    r.name
+                ),
+            ),
+            None => (
+                Reason::Headroom,
+                format!("headroom allows {limit_now} lent node(s)"),
+            ),
+        };
+        return Decision::Wait {
+            reason,
+            message: format!(
+                "pool {}: {why}, {} are lent and this lease needs {}",
+                pool.name,
+                pool.lent,
+                nodes.len()
+            ),
+        };
+    }
+    if lease.class == LeaseClass::Reserved
+        && let Some(conflict) = term_conflict(pool, lease, nodes.len())
+    {
+        return Decision::Wait {
+            reason: Reason::PeakReservation,
+            message: conflict,
+        };
+    }
+    Decision::Admit { nodes }
+}
+
+/// A lease that no amount of waiting can serve.
+fn never_fits(pool: &PoolSnapshot, lease: &LeaseRequest) -> Option<Decision> {
+    let reject = |message: String| {
+        Some(Decision::Reject {
+            reason: Reason::ExceedsPool,
+            message,
+        })
+    };
+    match &lease.ask {
+        Ask::Resources(request) if !pool.capacity.covers(request) => {
+            return reject(format!(
+                "pool {} has {} in all ({} nodes), short of {} for this lease",
+                pool.name,
+                pool.capacity,
+                pool.nodes_total,
+                pool.capacity.shortfall(request)
+            ));
+        }
+        Ask::Nodes { count, .. } if *count > pool.headroom_limit => {
+            return reject(format!(
+                "pool {} lends at most {} node(s) (headroom), {count} asked",
+                pool.name, pool.headroom_limit
+            ));
+        }
+        _ => {}
+    }
+    if lease.class == LeaseClass::Reserved {
+        // The fewest nodes any choice would take, judged against the whole pool.
+        let everything: Vec<Candidate> = pool.free.clone();
+        let needed = node_choice::choose(&everything, &lease.ask)
+            .map(|n| n.len())
+            .unwrap_or(1);
+        if let Some((window, limit, reservation)) = pool
+            .windows_in(lease.term)
+            .into_iter()
+            .find(|(_, limit, _)| needed > *limit)
+        {
+            return Some(Decision::Reject {
+                reason: Reason::PeakReservation,
+                message: format!(
+                    "peak reservation {} lets pool {} lend at most {limit} node(s) from {} to {}, within this Reserved lease's term; it needs {needed}",
+                    reservation.name,
+                    pool.name,
+                    window.start.to_rfc3339(),
+                    window.end.to_rfc3339()
+                ),
+            });
+        }
+    }
+    None
+}
+
+/// The first moment in the lease's term when Reserved leases would exceed the limit.
+fn term_conflict(pool: &PoolSnapshot, lease: &LeaseRequest, nodes: usize) -> Option<String> {
+    let windows = pool.windows_in(lease.term);
+    let mut moments: Vec<DateTime<Utc>> = vec![lease.term.start];
+    moments.extend(windows.iter().flat_map(|(w, _, _)| [w.start, w.end]));
+    moments.extend(
+        pool.reserved
+            .iter()
+            .flat_map(|h| [h.term.start, h.term.end]),
+    );
+    moments.retain(|t| lease.term.contains(*t));
+    moments.sort();
+    moments.dedup();
+    for at in moments {
+        let held: usize = pool
+            .reserved
+            .iter()
+            .filter(|h| h.term.contains(at))
+            .map(|h| h.nodes)
+            .sum();
+        let (limit, by) = windows
+            .iter()
+            .filter(|(w, _, _)| w.contains(at))
+            .map(|(_, limit, r)| (*limit, Some(*r)))
+            .fold((pool.headroom_limit, None), |best, next| {
+                if next.0 < best.0 { next } else { best }
+            });
+        if held + nodes > limit {
+            let why = match by {
+                Some(r) => format!("peak reservation {} lets it lend {limit} node(s)", r.name),
+                None => format!("headroom lets it lend {limit} node(s)"),
+            };
+            return Some(format!(
+                "at {} pool {}: {why}, Reserved leases hold {held} and this lease needs {nodes}",
+                at.to_rfc3339(),
+                pool.name
+            ));
+        }
+    }
+    None
+}
+
+/// Decides a pool's pending leases in first-come-first-served order with bounded backfill
+/// (see the module docs). Returns one decision per lease, in the order given.
+pub fn admit_in_order(
+    pool: &PoolSnapshot,
+    pending: &[LeaseRequest],
+    now: DateTime<Utc>,
+    starvation_guard: Duration,
+) -> Vec<(String, Decision)> {
+    let mut order: Vec<&LeaseRequest> = pending.iter().collect();
+    order.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.name.cmp(&b.name)));
+    let mut pool = pool.clone();
+    let mut blocked_by: Option<&str> = None;
+    let mut decisions = Vec::with_capacity(order.len());
+    for lease in order {
+        if let Some(head) = blocked_by {
+            decisions.push((
+                lease.name.clone(),
+                Decision::Wait {
+                    reason: Reason::Queued,
+                    message: format!(
+                        "waiting behind lease {head}, which has waited longer than {}s",
+                        starvation_guard.num_seconds()
+                    ),
+                },
+            ));
+            continue;
+        }
+        let decision = decide(&pool, lease, now);
+        match &decision {
+            Decision::Admit { nodes } => {
+                pool.free.retain(|c| !nodes.contains(&c.name));
+                pool.lent += nodes.len();
+                if lease.class == LeaseClass::Reserved {
+                    pool.reserved.push(Holding {
+                        lease: lease.name.clone(),
+                        term: lease.term,
+                        nodes: nodes.len(),
+                    });
+                }
+            }
+            Decision::Wait { reason, .. } => {
+                let capacity_bound = matches!(
+                    reason,
+                    Reason::InsufficientCapacity | Reason::Headroom | Reason::PeakReservation
+                );
+                if capacity_bound && now - lease.created >= starvation_guard {
+                    blocked_by = Some(&lease.name);
+                }
+            }
+            Decision::Reject { .. } => {}
+        }
+        decisions.push((lease.name.clone(), decision));
+    }
+    decisions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::calendar::Schedule;
+    use proptest::prelude::*;
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn pool(nodes: usize) -> PoolSnapshot {
+        let free: Vec<Candidate> = (0..nodes)
+            .map(|i| Candidate {
+                name: format!("n{i}"),
+                allocatable: Resources::new(16_000, 64 << 30, 0),
+                class: Some("standard".into()),
+            })
+            .collect();
+        PoolSnapshot {
+            name: "general".into(),
+            nodes_total: nodes,
+            capacity: free.iter().map(|c| c.allocatable).sum(),
+            free,
+            lent: 0,
+            headroom_limit: nodes,
+            reservations: vec![],
+            reserved: vec![],
+            spot_price: Some(Decimal::new(200, 2)),
+        }
+    }
+
+    fn lease(name: &str, class: LeaseClass, cpu: i64, start: &str, hours: i64) -> LeaseRequest {
+        let start = utc(start);
+        LeaseRequest {
+            name: name.into(),
+            class,
+            ask: Ask::Resources(Resources::new(cpu * 1000, 0, 0)),
+            term: Interval::new(start, start + Duration::hours(hours)),
+            max_price: (class == LeaseClass::Spot).then(|| Decimal::new(450, 2)),
+            created: start,
+        }
+    }
+
+    fn black_friday(keep: Keep) -> Reservation {
+        Reservation {
+            name: "black-friday".into(),
+            calendar: Calendar {
+                schedule: Schedule::Once {
+                    start: utc("2026-11-27T00:00:00Z"),
+                    end: utc("2026-11-30T00:00:00Z"),
+                },
+                valid_from: None,
+                valid_until: None,
+            },
+            keep,
+        }
+    }
+
+    #[test]
+    fn spot_is_admitted_on_the_fewest_free_nodes() {
+        let d = decide(
+            &pool(4),
+            &lease("a", LeaseClass::Spot, 32, "2026-11-22T20:00:00Z", 8),
+            utc("2026-11-22T20:00:00Z"),
+        );
+        assert_eq!(
+            d,
+            Decision::Admit {
+                nodes: vec!["n0".into(), "n1".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn reserved_waits_when_a_later_window_leaves_no_room_but_spot_of_the_same_size_is_admitted() {
+        let mut p = pool(4);
+        // Black Friday keeps 75 %: one node may be lent then.
+        p.reservations.push(black_friday(Keep::Percent(75)));
+        // Another Reserved lease already holds one node across the window.
+        p.reserved.push(Holding {
+            lease: "early".into(),
+            term: Interval::new(utc("2026-11-22T00:00:00Z"), utc("2026-12-01T00:00:00Z")),
+            nodes: 1,
+        });
+        p.lent = 1;
+        p.free.remove(0);
+        let now = utc("2026-11-22T20:00:00Z");
+        let reserved = lease(
+            "r",
+            LeaseClass::Reserved,
+            16,
+            "2026-11-22T20:00:00Z",
+            24 * 7,
+        );
+        match decide(&p, &reserved, now) {
+            Decision::Wait {
+                reason: Reason::PeakReservation,
+                message,
+            } => {
+                assert!(
+                    message.contains("black-friday")
+                        && message.contains("2026-11-27T00:00:00+00:00"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected to wait for the peak reservation, got {other:?}"),
+        }
+        let spot = lease("s", LeaseClass::Spot, 16, "2026-11-22T20:00:00Z", 24 * 7);
+        assert!(matches!(decide(&p, &spot, now), Decision::Admit { .. }));
+    }
+
+    #[test]
+    fn reserved_that_can_never_fit_its_term_is_rejected() {
+        let mut p = pool(4);
+        p.reservations.push(black_friday(Keep::Percent(100)));
+        let d = decide(
+            &p,
+            &lease("r", LeaseClass::Reserved, 16, "2026-11-26T00:00:00Z", 48),
+            utc("2026-11-26T00:00:00Z"),
+        );
+        assert!(
+            matches!(
+                d,
+                Decision::Reject {
+                    reason: Reason::PeakReservation,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+        // A term that ends before the window is fine.
+        let d = decide(
+            &p,
+            &lease("r", LeaseClass::Reserved, 16, "2026-11-25T00:00:00Z", 24),
+            utc("2026-11-25T00:00:00Z"),
+        );
+        assert!(matches!(d, Decision::Admit { .. }), "{d:?}");
+    }
+
+    #[test]
+    fn a_lease_larger_than_the_pool_is_rejected_with_the_shortfall() {
+        let d = decide(
+            &pool(2),
+            &lease("big", LeaseClass::Spot, 64, "2026-11-22T20:00:00Z", 1),
+            utc("2026-11-22T20:00:00Z"),
+        );
+        match d {
+            Decision::Reject {
+                reason: Reason::ExceedsPool,
+                message,
+            } => assert!(message.contains("short of cpu 32"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn spot_waits_while_the_price_is_above_its_maximum() {
+        let mut p = pool(2);
+        p.spot_price = Some(Decimal::new(500, 2));
+        let d = decide(
+            &p,
+            &lease("s", LeaseClass::Spot, 16, "2026-11-22T20:00:00Z", 1),
+            utc("2026-11-22T20:00:00Z"),
+        );
+        assert!(
+            matches!(
+                d,
+                Decision::Wait {
+                    reason: Reason::SpotPriceAboveMax,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn headroom_and_active_windows_cap_lent_nodes() {
+        let mut p = pool(4);
+        p.headroom_limit = 3;
+        p.lent = 2;
+        p.free.truncate(2);
+        let now = utc("2026-11-22T20:00:00Z");
+        let d = decide(
+            &p,
+            &lease("s", LeaseClass::Spot, 32, "2026-11-22T20:00:00Z", 1),
+            now,
+        );
+        assert!(
+            matches!(
+                d,
+                Decision::Wait {
+                    reason: Reason::Headroom,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+        p.headroom_limit = 4;
+        p.reservations.push(black_friday(Keep::Nodes(2)));
+        let d = decide(
+            &p,
+            &lease("s", LeaseClass::Spot, 16, "2026-11-28T00:00:00Z", 1),
+            utc("2026-11-28T00:00:00Z"),
+        );
+        assert!(
+            matches!(
+                d,
+                Decision::Wait {
+                    reason: Reason::PeakReservation,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn backfill_stops_once_the_head_has_waited_past_the_guard() {
+        // Three nodes, one lent: 32 cores free of 48.
+        let mut p = pool(3);
+        p.free.remove(0);
+        p.lent = 1;
+        let big = lease("big", LeaseClass::Spot, 48, "2026-11-22T20:00:00Z", 1);
+        let small = lease("small", LeaseClass::Spot, 16, "2026-11-22T20:01:00Z", 1);
+        let guard = Duration::minutes(10);
+        // Early on, the small lease backfills past the big one.
+        let early = admit_in_order(
+            &p,
+            &[small.clone(), big.clone()],
+            utc("2026-11-22T20:02:00Z"),
+            guard,
+        );
+        assert_eq!(early[0].0, "big");
+        assert!(matches!(early[1].1, Decision::Admit { .. }));
+        // Once the big lease has waited 10 minutes, nothing passes it.
+        let late = admit_in_order(&p, &[small, big], utc("2026-11-22T20:15:00Z"), guard);
+        assert!(
+            matches!(
+                late[1].1,
+                Decision::Wait {
+                    reason: Reason::Queued,
+                    ..
+                }
+            ),
+            "{late:?}"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn admitting_in_order_never_lends_a_node_twice_or_beyond_headroom(
+            nodes in 1usize..8, headroom in 0usize..8, cpus in prop::collection::vec(1i64..64, 1..10),
+        ) {
+            let mut p = pool(nodes);
+            p.headroom_limit = headroom.min(nodes);
+            let now = utc("2026-11-22T20:00:00Z");
+            let pending: Vec<LeaseRequest> = cpus.iter().enumerate()
+                .map(|(i, cpu)| {
+                    let mut l = lease(&format!("l{i}"), if i % 2 == 0 { LeaseClass::Spot } else { LeaseClass::Reserved }, *cpu, "2026-11-22T20:00:00Z", 2);
+                    l.created = now + Duration::seconds(i as i64);
+                    l
+                })
+                .collect();
+            let decisions = admit_in_order(&p, &pending, now, Duration::minutes(10));
+            let mut used = std::collections::BTreeSet::new();
+            for (_, d) in &decisions {
+                if let Decision::Admit { nodes } = d {
+                    for n in nodes { prop_assert!(used.insert(n.clone()), "{} lent twice", n); }
+                }
+            }
+            prop_assert!(used.len() <= p.headroom_limit);
+        }
+    }
+}
