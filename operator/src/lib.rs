@@ -1,4 +1,7 @@
 //! The Offpeak operator: controllers that lend idle nodes to tenants, and the pure
 //! decisions they are built on.
 
+pub mod admission;
+pub mod names;
 pub mod plan;
+pub mod telemetry;

@@ -3,5 +3,6 @@
 
 pub mod admission;
 pub mod calendar;
+pub mod idle;
 pub mod node_choice;
 pub mod resources;

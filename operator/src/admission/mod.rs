@@ -1,0 +1,132 @@
+//! Tenant pod confinement: the webhook server (placement) and the cluster objects that
+//! wire it up and enforce the rules that need no lookup (a ValidatingAdmissionPolicy).
+
+pub mod confine;
+pub mod policy;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::post;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::Api;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::runtime::reflector::{ObjectRef, Store};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::names::TENANT;
+
+/// The webhook's serving certificate, key and the CA that signed it (the `caBundle`).
+#[derive(Clone)]
+pub struct WebhookTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub ca_pem: String,
+}
+
+#[derive(Clone)]
+struct WebhookState {
+    client: kube::Client,
+    namespaces: Store<Namespace>,
+    nodes: Store<Node>,
+}
+
+/// Serves the pod webhook over TLS until the process ends.
+pub async fn serve(
+    addr: SocketAddr,
+    tls: &WebhookTls,
+    client: kube::Client,
+    namespaces: Store<Namespace>,
+    nodes: Store<Node>,
+) -> anyhow::Result<()> {
+    let certs =
+        CertificateDer::pem_slice_iter(tls.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(tls.key_pem.as_bytes())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    let app = Router::new()
+        .route(policy::MUTATE_PODS_PATH, post(mutate_pod))
+        .with_state(WebhookState {
+            client,
+            namespaces,
+            nodes,
+        });
+    tracing::info!(%addr, "serving the tenant pod webhook");
+    axum_server::bind_rustls(
+        addr,
+        axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config)),
+    )
+    .serve(app.into_make_service())
+    .await?;
+    Ok(())
+}
+
+async fn mutate_pod(
+    State(state): State<WebhookState>,
+    Json(review): Json<AdmissionReview<Pod>>,
+) -> Json<AdmissionReview<DynamicObject>> {
+    let request: AdmissionRequest<Pod> = match review.try_into() {
+        Ok(request) => request,
+        Err(e) => {
+            tracing::warn!(error = %e, "malformed admission review");
+            return Json(AdmissionResponse::invalid(e.to_string()).into_review());
+        }
+    };
+    Json(review_pod(&state, &request).await.into_review())
+}
+
+async fn review_pod(state: &WebhookState, request: &AdmissionRequest<Pod>) -> AdmissionResponse {
+    let response = AdmissionResponse::from(request);
+    let (Some(pod), Some(namespace)) = (&request.object, &request.namespace) else {
+        return response;
+    };
+    let tenant = match tenant_of(state, namespace).await {
+        Ok(Some(tenant)) => tenant,
+        // Not a tenant namespace after all (the label went away): nothing to do.
+        Ok(None) => return response,
+        Err(e) => return response.deny(format!("cannot read namespace {namespace}: {e}")),
+    };
+    let tenant_nodes: BTreeSet<String> = state
+        .nodes
+        .state()
+        .iter()
+        .filter(|n| n.metadata.labels.as_ref().and_then(|l| l.get(TENANT)) == Some(&tenant))
+        .filter_map(|n| n.metadata.name.clone())
+        .collect();
+    if let Some(why) = confine::refusal(pod, &tenant, &tenant_nodes) {
+        return response.deny(why);
+    }
+    let confined = confine::confine(pod, &tenant);
+    match confine::patch(pod, &confined).map(|patch| response.clone().with_patch(patch)) {
+        Ok(Ok(patched)) => patched,
+        Ok(Err(e)) => response.deny(format!("cannot encode the placement patch: {e}")),
+        Err(e) => response.deny(format!("cannot encode the pod: {e}")),
+    }
+}
+
+/// The tenant owning `namespace`: from the watch cache, or from the API when the cache has
+/// not seen the namespace yet (it was created moments ago).
+async fn tenant_of(state: &WebhookState, namespace: &str) -> Result<Option<String>, kube::Error> {
+    let label = |ns: &Namespace| {
+        ns.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(TENANT).cloned())
+    };
+    if let Some(ns) = state.namespaces.get(&ObjectRef::new(namespace)) {
+        return Ok(label(&ns));
+    }
+    let ns = Api::<Namespace>::all(state.client.clone())
+        .get(namespace)
+        .await?;
+    Ok(label(&ns))
+}

@@ -1,0 +1,22 @@
+//! The labels, taints, annotations and object names Offpeak writes, in one place, so the
+//! webhook, the policies and the controllers always agree.
+
+/// Field manager of every server-side apply Offpeak makes.
+pub const FIELD_MANAGER: &str = "offpeak";
+
+/// On a namespace: the tenant that owns it. On a node: the tenant it is lent to. Also the
+/// key of the taint that keeps everyone else's pods off a lent node.
+pub const TENANT: &str = "offpeak.dev/tenant";
+/// On a lent node: `<namespace>.<name>` of the lease it serves.
+pub const LEASE: &str = "offpeak.dev/lease";
+/// On a node: when it was first seen idle (RFC 3339), so idle-after survives restarts.
+pub const IDLE_SINCE: &str = "offpeak.dev/idle-since";
+
+/// The PriorityClass of tenant pods, below every internal class.
+pub const TENANT_PRIORITY_CLASS: &str = "offpeak-tenant";
+pub const TENANT_PRIORITY: i32 = -1000;
+
+/// The ValidatingAdmissionPolicy (and binding) that keeps tenant pods on their nodes.
+pub const CONFINEMENT_POLICY: &str = "offpeak-tenant-confinement";
+/// The MutatingWebhookConfiguration that places tenant pods on their nodes.
+pub const CONFINEMENT_WEBHOOK: &str = "offpeak-tenant-pods";
