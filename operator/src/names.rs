@@ -15,6 +15,8 @@ pub const IDLE_SINCE: &str = "offpeak.dev/idle-since";
 /// The PriorityClass of tenant pods, below every internal class.
 pub const TENANT_PRIORITY_CLASS: &str = "offpeak-tenant";
 pub const TENANT_PRIORITY: i32 = -1000;
+/// Tenant pods never preempt: they have their own nodes.
+pub const TENANT_PREEMPTION: &str = "Never";
 
 /// The ValidatingAdmissionPolicy (and binding) that keeps tenant pods on their nodes.
 pub const CONFINEMENT_POLICY: &str = "offpeak-tenant-confinement";

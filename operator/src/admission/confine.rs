@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::{Pod, Toleration};
 
-use crate::names::{TENANT, TENANT_PRIORITY, TENANT_PRIORITY_CLASS};
+use crate::names::{TENANT, TENANT_PREEMPTION, TENANT_PRIORITY, TENANT_PRIORITY_CLASS};
 
 /// The pod as it should be admitted.
 pub fn confine(pod: &Pod, tenant: &str) -> Pod {
@@ -24,9 +24,10 @@ pub fn confine(pod: &Pod, tenant: &str) -> Pod {
     }
     if spec.priority_class_name.is_none() {
         spec.priority_class_name = Some(TENANT_PRIORITY_CLASS.to_string());
-        // The API server resolved the default priority before webhooks run; keep the
-        // number in step with the class.
+        // The API server resolved the default priority before webhooks run, and checks
+        // again after them: keep the number and the preemption policy in step with the class.
         spec.priority = Some(TENANT_PRIORITY);
+        spec.preemption_policy = Some(TENANT_PREEMPTION.to_string());
     }
     pod
 }
@@ -142,6 +143,7 @@ mod tests {
                 "/spec/tolerations".to_string(),
                 "/spec/priorityClassName".to_string(),
                 "/spec/priority".to_string(),
+                "/spec/preemptionPolicy".to_string(),
             ])
         );
     }

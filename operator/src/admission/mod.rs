@@ -12,15 +12,19 @@ use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::post;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, reflector};
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher::{self, watcher};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::names::TENANT;
+use crate::names::{FIELD_MANAGER, TENANT};
 
 /// The webhook's serving certificate, key and the CA that signed it (the `caBundle`).
 #[derive(Clone)]
@@ -35,6 +39,77 @@ struct WebhookState {
     client: kube::Client,
     namespaces: Store<Namespace>,
     nodes: Store<Node>,
+}
+
+/// Applies the confinement objects (policy, binding, webhook configuration, priority class)
+/// under Offpeak's field manager.
+pub async fn install(
+    client: &kube::Client,
+    endpoint: &policy::WebhookEndpoint,
+    ca_pem: &str,
+) -> Result<(), kube::Error> {
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    apply(
+        Api::all(client.clone()),
+        &params,
+        policy::tenant_priority_class(),
+    )
+    .await?;
+    apply(
+        Api::all(client.clone()),
+        &params,
+        policy::confinement_policy(),
+    )
+    .await?;
+    apply(
+        Api::all(client.clone()),
+        &params,
+        policy::confinement_binding(),
+    )
+    .await?;
+    apply(
+        Api::all(client.clone()),
+        &params,
+        policy::confinement_webhook(endpoint, ca_pem),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn apply<K>(api: Api<K>, params: &PatchParams, object: K) -> Result<K, kube::Error>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    api.patch(&name, params, &Patch::Apply(&object)).await
+}
+
+/// Watches namespaces and nodes into caches and serves the webhook with them.
+pub async fn run(addr: SocketAddr, tls: &WebhookTls, client: kube::Client) -> anyhow::Result<()> {
+    let (namespaces, namespace_writer) = reflector::store();
+    let (nodes, node_writer) = reflector::store();
+    let namespace_watch = reflector(
+        namespace_writer,
+        watcher(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .applied_objects()
+    .for_each(|_| futures::future::ready(()));
+    let node_watch = reflector(
+        node_writer,
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .applied_objects()
+    .for_each(|_| futures::future::ready(()));
+    tokio::select! {
+        result = serve(addr, tls, client, namespaces, nodes) => result,
+        () = namespace_watch => anyhow::bail!("the namespace watch ended"),
+        () = node_watch => anyhow::bail!("the node watch ended"),
+    }
 }
 
 /// Serves the pod webhook over TLS until the process ends.

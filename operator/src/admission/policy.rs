@@ -17,7 +17,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelecto
 use kube::api::ObjectMeta;
 
 use crate::names::{
-    CONFINEMENT_POLICY, CONFINEMENT_WEBHOOK, TENANT, TENANT_PRIORITY, TENANT_PRIORITY_CLASS,
+    CONFINEMENT_POLICY, CONFINEMENT_WEBHOOK, TENANT, TENANT_PREEMPTION, TENANT_PRIORITY,
+    TENANT_PRIORITY_CLASS,
 };
 
 fn meta(name: &str) -> ObjectMeta {
@@ -204,7 +205,7 @@ pub fn tenant_priority_class() -> PriorityClass {
         metadata: meta(TENANT_PRIORITY_CLASS),
         value: TENANT_PRIORITY,
         global_default: Some(false),
-        preemption_policy: Some("Never".to_string()),
+        preemption_policy: Some(TENANT_PREEMPTION.to_string()),
         description: Some(
             "Pods of Offpeak tenants: below every internal workload, never preempting.".to_string(),
         ),
