@@ -2,6 +2,7 @@
 //! decisions they are built on.
 
 pub mod admission;
+pub mod desired;
 pub mod names;
 pub mod plan;
 pub mod telemetry;
