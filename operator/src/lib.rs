@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod desired;
+pub mod error;
 pub mod names;
 pub mod plan;
 pub mod telemetry;

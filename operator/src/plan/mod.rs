@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod calendar;
+pub mod eligibility;
 pub mod idle;
 pub mod node_choice;
 pub mod resources;
