@@ -1,0 +1,656 @@
+//! Bills: a pure function of the facts, one tenant, one period.
+//!
+//! [`Model::bill`] never reads a clock or a database: given the same facts (in any
+//! order, with any replays), the same period, the same `as_of` and the same finalized
+//! earlier bills, it returns the same bill, line for line, digit for digit.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{BillingError, Result};
+use crate::meter::{EndReason, LeaseModel, Model};
+use crate::money::{Currency, Money, round_line};
+use crate::period::{BillingCycle, Period};
+use crate::rate::{LeaseClass, RateCard, Resource, SlaCreditRule};
+
+const SECONDS_PER_HOUR: i64 = 3600;
+
+/// What a line charges for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LineKind {
+    /// Seconds of one resource at one price.
+    Usage,
+    /// Top-up to the rate card's minimum charge per lease.
+    MinimumCharge,
+    /// SLA credit for an early reclaim of a Reserved lease (negative).
+    SlaCredit,
+}
+
+/// Whether a bill can still change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BillState {
+    /// Recomputed whenever asked.
+    Open,
+    /// Frozen; late facts become correction lines on the next open bill.
+    Finalized,
+}
+
+impl BillState {
+    /// Name stored in the ledger.
+    pub fn name(self) -> &'static str {
+        match self {
+            BillState::Open => "open",
+            BillState::Finalized => "finalized",
+        }
+    }
+}
+
+/// One line of a bill.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BillLine {
+    /// What the line charges for.
+    pub kind: LineKind,
+    /// Label of the finalized period this line corrects, if it is a correction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correction_of: Option<String>,
+    /// Lease id.
+    pub lease: String,
+    /// Lease display name, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_name: Option<String>,
+    /// Pool.
+    pub pool: String,
+    /// Lease class.
+    pub class: LeaseClass,
+    /// Region id, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Region display name, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region_name: Option<String>,
+    /// Tenant's tags on the lease.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// Resource of a usage line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<Resource>,
+    /// First second charged (inclusive).
+    pub start: DateTime<Utc>,
+    /// End (exclusive).
+    pub end: DateTime<Utc>,
+    /// Seconds charged (for a correction: the change in seconds).
+    pub seconds: i64,
+    /// Amount of the resource held (cores, GiB, GPUs); 0 on non-usage lines.
+    pub quantity: Decimal,
+    /// Price per resource-hour of a usage line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_price: Option<Money>,
+    /// `name@version` of the rate card that priced the line.
+    pub rate_card: String,
+    /// The line total, rounded to the card's precision.
+    pub amount: Money,
+    /// A sentence a person can read.
+    pub description: String,
+}
+
+impl BillLine {
+    /// Resource-seconds charged (`quantity × seconds`).
+    pub fn resource_seconds(&self) -> Decimal {
+        self.quantity * Decimal::from(self.seconds)
+    }
+}
+
+/// A tenant's bill for one period.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Bill {
+    /// The tenant.
+    pub tenant: String,
+    /// Period label, e.g. `2026-11`.
+    pub period: String,
+    /// Billing cycle of the period.
+    pub cycle: BillingCycle,
+    /// Inclusive start of the period.
+    pub period_start: DateTime<Utc>,
+    /// Exclusive end of the period.
+    pub period_end: DateTime<Utc>,
+    /// Open or finalized.
+    pub state: BillState,
+    /// Facts are billed up to this instant (the period end once it is over).
+    pub as_of: DateTime<Utc>,
+    /// Currency of every line.
+    pub currency: Currency,
+    /// The lines, in a deterministic order.
+    pub lines: Vec<BillLine>,
+    /// Sum of the line amounts.
+    pub total: Money,
+}
+
+impl Bill {
+    /// The bill's period.
+    pub fn period(&self) -> Period {
+        Period {
+            start: self.period_start,
+            end: self.period_end,
+            cycle: self.cycle,
+        }
+    }
+}
+
+/// A stretch of one resource of one lease at one price, before it becomes a line.
+#[derive(Clone, Debug)]
+struct Piece {
+    resource: Resource,
+    start: i64,
+    end: i64,
+    quantity: Decimal,
+    unit_price: Decimal,
+    card: usize,
+}
+
+fn instant(at: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(at, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+fn overflow(what: &str) -> BillingError {
+    BillingError::Overflow {
+        what: what.to_string(),
+    }
+}
+
+/// `quantity × seconds × price-per-hour / 3600`, exact to 28 digits.
+fn exact_charge(
+    quantity: Decimal,
+    unit_price: Decimal,
+    seconds: i64,
+    what: &str,
+) -> Result<Decimal> {
+    quantity
+        .checked_mul(unit_price)
+        .and_then(|v| v.checked_mul(Decimal::from(seconds)))
+        .and_then(|v| v.checked_div(Decimal::from(SECONDS_PER_HOUR)))
+        .ok_or_else(|| overflow(what))
+}
+
+impl Model {
+    fn card(&self, index: usize) -> &RateCard {
+        self.book.card(index)
+    }
+
+    /// Pieces of `lease` within `[from, to)`, split wherever the capacity, the card in
+    /// force, the pool utilisation (spot only) or the billing period changes, and merged
+    /// again where none of that changed the price.
+    fn pieces(
+        &self,
+        lease: &LeaseModel,
+        cycle: BillingCycle,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<Piece>> {
+        let cap = &lease.capacity;
+        let Some(&(first_bound, _)) = cap.first() else {
+            return Ok(Vec::new());
+        };
+        let stop = lease.end.map_or(to, |(end, _)| end.min(to));
+        let mut t = from.max(first_bound);
+        if t >= stop {
+            return Ok(Vec::new());
+        }
+        let pool = lease.admitted.pool.as_str();
+        let class = lease.admitted.class;
+        let cards = self.book.timeline(pool);
+        let no_util: &[(i64, Decimal)] = &[];
+        let util = match class {
+            LeaseClass::Spot => self.utilisation.get(pool).map_or(no_util, Vec::as_slice),
+            LeaseClass::Reserved => no_util,
+        };
+        let mut ci = cap.partition_point(|&(at, _)| at <= t) - 1;
+        let mut ri = cards.partition_point(|&(at, _)| at <= t);
+        let mut ui = util.partition_point(|&(at, _)| at <= t);
+        let mut period_end = Period::containing(cycle, instant(t)).end.timestamp();
+        let mut pieces: Vec<Piece> = Vec::new();
+        let mut open: [Option<usize>; 3] = [None; 3];
+        while t < stop {
+            let mut next = stop.min(period_end);
+            if let Some(&(at, _)) = cap.get(ci + 1) {
+                next = next.min(at);
+            }
+            if let Some(&(at, _)) = cards.get(ri) {
+                next = next.min(at);
+            }
+            if let Some(&(at, _)) = util.get(ui) {
+                next = next.min(at);
+            }
+            let amounts = cap[ci].1;
+            for (slot, resource) in Resource::ALL.into_iter().enumerate() {
+                let quantity = amounts.get(resource);
+                if quantity.is_zero() {
+                    open[slot] = None;
+                    continue;
+                }
+                let card = match ri.checked_sub(1).and_then(|i| cards[i].1) {
+                    Some(card) => card,
+                    None => {
+                        return Err(BillingError::RateCardGap {
+                            lease: lease.admitted.lease.clone(),
+                            pool: pool.to_string(),
+                            at: instant(t),
+                        });
+                    }
+                };
+                let utilisation = ui.checked_sub(1).map(|i| util[i].1);
+                let unit_price = self
+                    .card(card)
+                    .unit_price(class, resource, utilisation)
+                    .normalize();
+                match open[slot].map(|i| &mut pieces[i]) {
+                    Some(p)
+                        if p.end == t
+                            && p.quantity == quantity
+                            && p.unit_price == unit_price
+                            && p.card == card =>
+                    {
+                        p.end = next;
+                    }
+                    _ => {
+                        open[slot] = Some(pieces.len());
+                        pieces.push(Piece {
+                            resource,
+                            start: t,
+                            end: next,
+                            quantity,
+                            unit_price,
+                            card,
+                        });
+                    }
+                }
+            }
+            t = next;
+            while cap.get(ci + 1).is_some_and(|&(at, _)| at <= t) {
+                ci += 1;
+            }
+            while cards.get(ri).is_some_and(|&(at, _)| at <= t) {
+                ri += 1;
+            }
+            while util.get(ui).is_some_and(|&(at, _)| at <= t) {
+                ui += 1;
+            }
+            if t >= period_end {
+                // A period boundary always splits: each period bills its own seconds.
+                open = [None; 3];
+                period_end = Period::containing(cycle, instant(t)).end.timestamp();
+            }
+        }
+        Ok(pieces)
+    }
+
+    fn line_template(
+        lease: &LeaseModel,
+        kind: LineKind,
+        card: &RateCard,
+        start: i64,
+        end: i64,
+    ) -> BillLine {
+        let a = &lease.admitted;
+        BillLine {
+            kind,
+            correction_of: None,
+            lease: a.lease.clone(),
+            lease_name: a.name.clone(),
+            pool: a.pool.clone(),
+            class: a.class,
+            region: a.region.clone(),
+            region_name: a.region_name.clone().or_else(|| a.region.clone()),
+            tags: a.tags.clone(),
+            resource: None,
+            start: instant(start),
+            end: instant(end),
+            seconds: end - start,
+            quantity: Decimal::ZERO,
+            unit_price: None,
+            rate_card: card.id(),
+            amount: Money::new(Decimal::ZERO, card.currency),
+            description: String::new(),
+        }
+    }
+
+    fn usage_line(&self, lease: &LeaseModel, piece: &Piece) -> Result<(BillLine, Decimal)> {
+        let card = self.card(piece.card);
+        let seconds = piece.end - piece.start;
+        let exact = exact_charge(
+            piece.quantity,
+            piece.unit_price,
+            seconds,
+            &format!("usage of lease {}", lease.admitted.lease),
+        )?;
+        let amount = round_line(exact, card.line_precision());
+        let mut line = Self::line_template(lease, LineKind::Usage, card, piece.start, piece.end);
+        line.resource = Some(piece.resource);
+        line.quantity = piece.quantity;
+        line.unit_price = Some(Money::new(piece.unit_price, card.currency));
+        line.amount = Money::new(amount, card.currency);
+        line.description = format!(
+            "{} {} {} x {} s at {} {} per {}-hour ({}, {})",
+            piece.resource,
+            piece.quantity,
+            piece.resource.unit(),
+            seconds,
+            piece.unit_price,
+            card.currency,
+            piece.resource.unit(),
+            lease.admitted.class,
+            card.id()
+        );
+        Ok((line, exact))
+    }
+
+    /// Lines of one lease in `period` as known at `as_of`, without corrections.
+    fn lease_lines(
+        &self,
+        lease: &LeaseModel,
+        period: &Period,
+        as_of: i64,
+        out: &mut Vec<BillLine>,
+    ) -> Result<()> {
+        let from = period.start.timestamp();
+        let to = period.end.timestamp().min(as_of);
+        for piece in self.pieces(lease, period.cycle, from, to)? {
+            out.push(self.usage_line(lease, &piece)?.0);
+        }
+        let Some((end, reason)) = lease.end else {
+            return Ok(());
+        };
+        if !(from <= end && end < period.end.timestamp() && end <= as_of) {
+            return Ok(());
+        }
+        let Some(&(first_bound, _)) = lease.capacity.first() else {
+            return Ok(());
+        };
+        let pool = lease.admitted.pool.as_str();
+
+        // Minimum charge: settled in the period the lease ends in, against the sum of
+        // its rounded usage lines over its whole life.
+        let lifetime = self.pieces(lease, period.cycle, first_bound, end)?;
+        if let Some(first) = lifetime.first() {
+            let card = self.card(self.book.card_at(pool, first.start).unwrap_or(first.card));
+            if let Some(minimum) = card.minimum_charge_per_lease {
+                let mut billed = Decimal::ZERO;
+                for piece in &lifetime {
+                    billed += self.usage_line(lease, piece)?.0.amount.amount;
+                }
+                if billed < minimum {
+                    let top_up = round_line(minimum - billed, card.line_precision());
+                    let mut line = Self::line_template(
+                        lease,
+                        LineKind::MinimumCharge,
+                        card,
+                        first.start.max(from),
+                        end,
+                    );
+                    line.amount = Money::new(top_up, card.currency);
+                    line.description = format!(
+                        "minimum charge {minimum} {} per lease; usage billed {billed} {} ({})",
+                        card.currency,
+                        card.currency,
+                        card.id()
+                    );
+                    out.push(line);
+                }
+            }
+        }
+
+        // SLA credit for a Reserved lease reclaimed before its planned end.
+        let planned_end = lease.admitted.planned_end.map(|p| p.timestamp());
+        let reclaimed_early = lease.admitted.class == LeaseClass::Reserved
+            && reason == EndReason::Reclaimed
+            && planned_end.is_some_and(|p| p > end);
+        if !reclaimed_early || end <= first_bound {
+            return Ok(());
+        }
+        let Some(card_index) = self.book.card_at(pool, end - 1) else {
+            return Ok(());
+        };
+        let card = self.card(card_index);
+        let Some(rule) = &card.sla_credit else {
+            return Ok(());
+        };
+        let what = format!("SLA credit of lease {}", lease.admitted.lease);
+        let (credit_from, credit_to, exact, description) = match rule {
+            SlaCreditRule::PercentOfRemainingTerm { percent } => {
+                let planned = planned_end.unwrap_or(end);
+                let held =
+                    lease.capacity[lease.capacity.partition_point(|&(at, _)| at < end) - 1].1;
+                let mut term_cost = Decimal::ZERO;
+                for resource in Resource::ALL {
+                    let price = card.unit_price(LeaseClass::Reserved, resource, None);
+                    term_cost += exact_charge(held.get(resource), price, planned - end, &what)?;
+                }
+                let exact = term_cost
+                    .checked_mul(*percent)
+                    .map(|v| v / Decimal::ONE_HUNDRED)
+                    .ok_or_else(|| overflow(&what))?;
+                (
+                    end,
+                    planned,
+                    exact,
+                    format!(
+                        "SLA credit: Reserved lease reclaimed {} s before its planned end; {percent}% of the remaining term ({})",
+                        planned - end,
+                        card.id()
+                    ),
+                )
+            }
+            SlaCreditRule::NoticeSecondsFree => {
+                let Some(notice) = lease.notice.filter(|&n| n < end) else {
+                    return Ok(());
+                };
+                let start = notice.max(first_bound);
+                let mut exact = Decimal::ZERO;
+                for piece in self.pieces(lease, period.cycle, start, end)? {
+                    exact += self.usage_line(lease, &piece)?.1;
+                }
+                (
+                    start,
+                    end,
+                    exact,
+                    format!(
+                        "SLA credit: Reserved lease reclaimed early; the {} s from notice to reclaim are free ({})",
+                        end - start,
+                        card.id()
+                    ),
+                )
+            }
+        };
+        let credit = round_line(-exact, card.line_precision());
+        if !credit.is_zero() {
+            let mut line =
+                Self::line_template(lease, LineKind::SlaCredit, card, credit_from, credit_to);
+            line.amount = Money::new(credit, card.currency);
+            line.description = description;
+            out.push(line);
+        }
+        Ok(())
+    }
+
+    fn regular_lines(&self, tenant: &str, period: &Period, as_of: i64) -> Result<Vec<BillLine>> {
+        let mut lines = Vec::new();
+        for &i in self.tenants.get(tenant).map(Vec::as_slice).unwrap_or(&[]) {
+            self.lease_lines(&self.leases[i], period, as_of, &mut lines)?;
+        }
+        Ok(lines)
+    }
+
+    /// Correction lines for the finalized periods right before `period` (the run of
+    /// consecutive finalized periods ending just before it): for each, what the facts
+    /// say now minus what was billed (its own lines plus corrections already made).
+    fn corrections(
+        &self,
+        tenant: &str,
+        period: &Period,
+        finalized: &[Bill],
+    ) -> Result<Vec<BillLine>> {
+        let by_label: HashMap<&str, &Bill> = finalized
+            .iter()
+            .filter(|b| {
+                b.tenant == tenant && b.state == BillState::Finalized && b.cycle == period.cycle
+            })
+            .map(|b| (b.period.as_str(), b))
+            .collect();
+        let mut run: Vec<(Period, &Bill)> = Vec::new();
+        let mut cursor = period.previous();
+        while let Some(bill) = by_label.get(cursor.label().as_str()) {
+            run.push((cursor, bill));
+            cursor = cursor.previous();
+        }
+        type Key = (
+            LineKind,
+            String,
+            Option<Resource>,
+            DateTime<Utc>,
+            DateTime<Utc>,
+            Decimal,
+            Option<Decimal>,
+            String,
+        );
+        let key_of = |l: &BillLine| -> Key {
+            (
+                l.kind,
+                l.lease.clone(),
+                l.resource,
+                l.start,
+                l.end,
+                l.quantity,
+                l.unit_price.map(|p| p.amount),
+                l.rate_card.clone(),
+            )
+        };
+        let mut out = Vec::new();
+        for (index, (corrected, bill)) in run.iter().enumerate() {
+            let label = corrected.label();
+            let mut delta: BTreeMap<Key, (i64, Decimal, BillLine)> = BTreeMap::new();
+            for line in self.regular_lines(tenant, corrected, corrected.end.timestamp())? {
+                let entry = delta
+                    .entry(key_of(&line))
+                    .or_insert((0, Decimal::ZERO, line.clone()));
+                entry.0 += line.seconds;
+                entry.1 += line.amount.amount;
+            }
+            // Bills after `corrected` in the run are run[..index].
+            let already = bill
+                .lines
+                .iter()
+                .filter(|l| l.correction_of.is_none())
+                .chain(run[..index].iter().flat_map(|(_, b)| {
+                    b.lines
+                        .iter()
+                        .filter(|l| l.correction_of.as_deref() == Some(label.as_str()))
+                }));
+            for line in already {
+                let entry = delta
+                    .entry(key_of(line))
+                    .or_insert((0, Decimal::ZERO, line.clone()));
+                entry.0 -= line.seconds;
+                entry.1 -= line.amount.amount;
+            }
+            for (_, (seconds, amount, template)) in delta {
+                if seconds == 0 && amount.is_zero() {
+                    continue;
+                }
+                let mut line = template;
+                line.description = format!("correction for {label}: {}", line.description);
+                line.correction_of = Some(label.clone());
+                line.seconds = seconds;
+                line.amount.amount = amount;
+                out.push(line);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The bill of `tenant` for `period`, billing facts up to `as_of` (clamped to the
+    /// period), with correction lines for late facts about the finalized periods right
+    /// before it. `finalized` are the tenant's finalized bills (others are ignored).
+    pub fn bill(
+        &self,
+        tenant: &str,
+        period: Period,
+        as_of: DateTime<Utc>,
+        finalized: &[Bill],
+    ) -> Result<Bill> {
+        let as_of = as_of.min(period.end);
+        let mut lines = self.regular_lines(tenant, &period, as_of.timestamp())?;
+        lines.extend(self.corrections(tenant, &period, finalized)?);
+        lines.sort_by(|a, b| {
+            (
+                &a.correction_of,
+                &a.lease,
+                a.kind,
+                a.resource,
+                a.start,
+                a.end,
+            )
+                .cmp(&(
+                    &b.correction_of,
+                    &b.lease,
+                    b.kind,
+                    b.resource,
+                    b.start,
+                    b.end,
+                ))
+        });
+        let currency = match lines.first() {
+            Some(line) => line.amount.currency,
+            None => self
+                .book
+                .cards()
+                .iter()
+                .find(|c| {
+                    c.effective_from < period.end
+                        && c.effective_until.is_none_or(|u| u > period.start)
+                })
+                .map(|c| c.currency)
+                .ok_or_else(|| BillingError::NothingToBill {
+                    tenant: tenant.to_string(),
+                    period: period.label(),
+                })?,
+        };
+        let mut total = Decimal::ZERO;
+        for line in &lines {
+            if line.amount.currency != currency {
+                return Err(BillingError::CurrencyMismatch {
+                    tenant: tenant.to_string(),
+                    period: period.label(),
+                    first: currency.to_string(),
+                    second: line.amount.currency.to_string(),
+                });
+            }
+            total = total
+                .checked_add(line.amount.amount)
+                .ok_or_else(|| overflow("bill total"))?;
+        }
+        Ok(Bill {
+            tenant: tenant.to_string(),
+            period: period.label(),
+            cycle: period.cycle,
+            period_start: period.start,
+            period_end: period.end,
+            state: BillState::Open,
+            as_of,
+            currency,
+            lines,
+            total: Money::new(total, currency),
+        })
+    }
+
+    /// Bills of every tenant with a lease, for `period` as of `as_of`, without corrections.
+    pub fn bills(&self, period: Period, as_of: DateTime<Utc>) -> Result<Vec<Bill>> {
+        self.tenants()
+            .map(|t| self.bill(t, period, as_of, &[]))
+            .collect()
+    }
+}
