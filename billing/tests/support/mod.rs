@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod postgres;
+pub mod scenarios;
 
 use std::str::FromStr;
 
@@ -139,7 +140,7 @@ pub fn util(pool: &str, at: &str, utilisation: &str) -> Fact {
 
 pub fn util_at(pool: &str, at: DateTime<Utc>, utilisation: Decimal) -> Fact {
     Fact {
-        key: format!("{pool}/util/{}", at.timestamp()),
+        key: format!("{pool}/util/{}/{utilisation}", at.timestamp()),
         body: FactBody::PoolUtilisation(PoolUtilisation {
             pool: pool.into(),
             at,
