@@ -82,8 +82,25 @@ pub struct PoolSnapshot {
     pub reservations: Vec<Reservation>,
     /// Admitted Reserved leases, for the term check.
     pub reserved: Vec<Holding>,
-    /// The pool's current spot price per node-hour equivalent, if a rate card prices it.
-    pub spot_price: Option<Decimal>,
+    /// Current spot prices per resource-hour, if a rate card prices the pool.
+    pub spot_prices: Option<HourlyPrices>,
+}
+
+/// Prices per resource-hour: a core, a GiB of memory, a GPU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HourlyPrices {
+    pub cpu_core: Decimal,
+    pub memory_gib: Decimal,
+    pub gpu: Decimal,
+}
+
+impl HourlyPrices {
+    /// What `amount` of capacity costs per hour.
+    pub fn hourly(&self, amount: &Resources) -> Decimal {
+        let cores = Decimal::from(amount.cpu_millis) / Decimal::from(1000);
+        let gib = Decimal::from(amount.memory_bytes) / Decimal::from(1u64 << 30);
+        cores * self.cpu_core + gib * self.memory_gib + Decimal::from(amount.gpus) * self.gpu
+    }
 }
 
 /// What a lease asks.
@@ -164,25 +181,14 @@ pub fn decide(pool: &PoolSnapshot, lease: &LeaseRequest, now: DateTime<Utc>) -> 
     if let Some(reject) = never_fits(pool, lease) {
         return reject;
     }
-    if lease.class == LeaseClass::Spot {
-        match (pool.spot_price, lease.max_price) {
-            (None, _) => {
-                return Decision::Wait {
-                    reason: Reason::NoSpotPrice,
-                    message: format!("no rate card prices Spot capacity in pool {}", pool.name),
-                };
-            }
-            (Some(price), Some(max)) if price > max => {
-                return Decision::Wait {
-                    reason: Reason::SpotPriceAboveMax,
-                    message: format!(
-                        "the spot price in pool {} is {price} per hour, above maxPricePerHour {max}",
-                        pool.name
-                    ),
-                };
-            }
-            _ => {}
-        }
+    if lease.class == LeaseClass::Spot && pool.spot_prices.is_none() {
+        return Decision::Wait {
+            reason: Reason::NoSpotPrice,
+            message: format!(
+                "no rate card prices Spot capacity in pool {} now",
+                pool.name
+            ),
+        };
     }
     let nodes = match node_choice::choose(&pool.free, &lease.ask) {
         Ok(nodes) => nodes,
@@ -197,6 +203,28 @@ pub fn decide(pool: &PoolSnapshot, lease: &LeaseRequest, now: DateTime<Utc>) -> 
             };
         }
     };
+    if let (LeaseClass::Spot, Some(prices), Some(max)) =
+        (lease.class, &pool.spot_prices, lease.max_price)
+    {
+        let bound: Resources = pool
+            .free
+            .iter()
+            .filter(|c| nodes.contains(&c.name))
+            .map(|c| c.allocatable)
+            .sum();
+        let hourly = prices.hourly(&bound);
+        if hourly > max {
+            return Decision::Wait {
+                reason: Reason::SpotPriceAboveMax,
+                message: format!(
+                    "at the spot price in pool {} now, the {} node(s) that serve this lease cost {} per hour, above maxPricePerHour {max}",
+                    pool.name,
+                    nodes.len(),
+                    hourly.round_dp(4)
+                ),
+            };
+        }
+    }
     let (limit_now, set_by) = pool.lend_limit_at(now);
     if pool.lent + nodes.len() > limit_now {
         let (reason, why) = match set_by {
@@ -412,7 +440,12 @@ mod tests {
             headroom_limit: nodes,
             reservations: vec![],
             reserved: vec![],
-            spot_price: Some(Decimal::new(200, 2)),
+            // 16 cores at 0.05 per core-hour: 0.80 per node-hour.
+            spot_prices: Some(HourlyPrices {
+                cpu_core: Decimal::new(5, 2),
+                memory_gib: Decimal::ZERO,
+                gpu: Decimal::ZERO,
+            }),
         }
     }
 
@@ -543,7 +576,30 @@ mod tests {
     #[test]
     fn spot_waits_while_the_price_is_above_its_maximum() {
         let mut p = pool(2);
-        p.spot_price = Some(Decimal::new(500, 2));
+        // 0.30 per core-hour: one 16-core node costs 4.80 per hour, above 4.50.
+        p.spot_prices = Some(HourlyPrices {
+            cpu_core: Decimal::new(30, 2),
+            memory_gib: Decimal::ZERO,
+            gpu: Decimal::ZERO,
+        });
+        let d = decide(
+            &p,
+            &lease("s", LeaseClass::Spot, 16, "2026-11-22T20:00:00Z", 1),
+            utc("2026-11-22T20:00:00Z"),
+        );
+        match d {
+            Decision::Wait {
+                reason: Reason::SpotPriceAboveMax,
+                message,
+            } => {
+                assert!(
+                    message.contains("cost 4.80 per hour, above maxPricePerHour 4.50"),
+                    "{message}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        p.spot_prices = None;
         let d = decide(
             &p,
             &lease("s", LeaseClass::Spot, 16, "2026-11-22T20:00:00Z", 1),
@@ -553,7 +609,7 @@ mod tests {
             matches!(
                 d,
                 Decision::Wait {
-                    reason: Reason::SpotPriceAboveMax,
+                    reason: Reason::NoSpotPrice,
                     ..
                 }
             ),

@@ -9,8 +9,7 @@
 //! end time is not after its start runs overnight into the next day.
 
 use chrono::{
-    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc,
-    Weekday,
+    DateTime, Datelike, Duration, LocalResult, NaiveDateTime, NaiveTime, TimeZone, Utc, Weekday,
 };
 use chrono_tz::Tz;
 
@@ -58,13 +57,13 @@ pub enum Schedule {
     },
 }
 
-/// A reservation's schedule and the dates it is valid for (local dates in its zone for
-/// recurring schedules, inclusive at both ends).
+/// A reservation's schedule and the instants it is valid between: windows are cut to
+/// `[valid_from, valid_until)`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Calendar {
     pub schedule: Schedule,
-    pub valid_from: Option<NaiveDate>,
-    pub valid_until: Option<NaiveDate>,
+    pub valid_from: Option<DateTime<Utc>>,
+    pub valid_until: Option<DateTime<Utc>>,
 }
 
 impl Calendar {
@@ -72,7 +71,7 @@ impl Calendar {
     pub fn windows(&self, range: Interval) -> Vec<Interval> {
         let mut windows: Vec<Interval> = match &self.schedule {
             Schedule::Once { start, end } => {
-                let valid = self.validity_utc(Tz::UTC);
+                let valid = self.validity();
                 Interval::new(*start, *end)
                     .clip(&range)
                     .and_then(|w| w.clip(&valid))
@@ -85,7 +84,7 @@ impl Calendar {
                 end,
                 zone,
             } => {
-                let valid = self.validity_utc(*zone);
+                let valid = self.validity();
                 // A window that starts the day before `range` may run into it overnight.
                 let first = range.start.with_timezone(zone).date_naive() - Duration::days(1);
                 let last = range.end.with_timezone(zone).date_naive();
@@ -121,16 +120,11 @@ impl Calendar {
             .find(|s| *s >= at)
     }
 
-    fn validity_utc(&self, zone: Tz) -> Interval {
-        let start = self
-            .valid_from
-            .map(|d| earliest(&zone, d.and_time(NaiveTime::MIN)))
-            .unwrap_or(DateTime::<Utc>::MIN_UTC);
-        let end = self
-            .valid_until
-            .map(|d| earliest(&zone, (d + Duration::days(1)).and_time(NaiveTime::MIN)))
-            .unwrap_or(DateTime::<Utc>::MAX_UTC);
-        Interval::new(start, end)
+    fn validity(&self) -> Interval {
+        Interval::new(
+            self.valid_from.unwrap_or(DateTime::<Utc>::MIN_UTC),
+            self.valid_until.unwrap_or(DateTime::<Utc>::MAX_UTC),
+        )
     }
 }
 
@@ -315,8 +309,8 @@ mod tests {
     #[test]
     fn validity_dates_bound_recurring_windows() {
         let mut cal = weekdays_8_to_20_berlin();
-        cal.valid_from = NaiveDate::from_ymd_opt(2026, 11, 23);
-        cal.valid_until = NaiveDate::from_ymd_opt(2026, 11, 23);
+        cal.valid_from = Some(utc("2026-11-23T00:00:00+01:00"));
+        cal.valid_until = Some(utc("2026-11-24T00:00:00+01:00"));
         let windows = cal.windows(range("2026-11-20T00:00:00Z", "2026-11-28T00:00:00Z"));
         assert_eq!(
             windows,
