@@ -1,0 +1,435 @@
+//! The FOCUS 1.2 export, column by column.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use offpeak_billing::bill::{Bill, BillState};
+use offpeak_billing::cli::{FactsInput, read_input};
+use offpeak_billing::focus::{COLUMNS, FocusOptions, FocusRow, focus_rows, write_focus_csv};
+use offpeak_billing::meter::{EndReason, FactSet, Model};
+use offpeak_billing::period::{BillingCycle, Period};
+use offpeak_billing::rate::LeaseClass;
+use rust_decimal::Decimal;
+use support::*;
+
+const MANDATORY: [&str; 21] = [
+    "BilledCost",
+    "BillingAccountId",
+    "BillingAccountName",
+    "BillingCurrency",
+    "BillingPeriodStart",
+    "BillingPeriodEnd",
+    "ChargeCategory",
+    "ChargeClass",
+    "ChargeDescription",
+    "ChargePeriodStart",
+    "ChargePeriodEnd",
+    "ContractedCost",
+    "EffectiveCost",
+    "InvoiceIssuerName",
+    "ListCost",
+    "PricingQuantity",
+    "PricingUnit",
+    "ProviderName",
+    "PublisherName",
+    "ServiceCategory",
+    "ServiceName",
+];
+
+const CONDITIONAL: [&str; 17] = [
+    "ConsumedQuantity",
+    "ConsumedUnit",
+    "ContractedUnitPrice",
+    "ListUnitPrice",
+    "PricingCategory",
+    "RegionId",
+    "RegionName",
+    "ResourceId",
+    "ResourceName",
+    "ResourceType",
+    "SkuId",
+    "SkuMeter",
+    "SkuPriceDetails",
+    "SkuPriceId",
+    "SubAccountId",
+    "SubAccountName",
+    "Tags",
+];
+
+const NOT_NULL: [&str; 17] = [
+    "BilledCost",
+    "BillingAccountId",
+    "BillingCurrency",
+    "BillingPeriodStart",
+    "BillingPeriodEnd",
+    "ChargeCategory",
+    "ChargeDescription",
+    "ChargePeriodStart",
+    "ChargePeriodEnd",
+    "ContractedCost",
+    "EffectiveCost",
+    "InvoiceIssuerName",
+    "ListCost",
+    "ProviderName",
+    "PublisherName",
+    "ServiceCategory",
+    "ServiceName",
+];
+
+/// The README example for November, plus December with a correction of a finalized
+/// November (a late lease).
+fn bills() -> Vec<Bill> {
+    let mut facts = read_input(&FactsInput {
+        facts: "testdata/facts.jsonl".into(),
+        rate_cards: vec!["testdata/rate-cards.yaml".into()],
+    })
+    .unwrap();
+    let nov = Period::parse(BillingCycle::Monthly, "2026-11").unwrap();
+    let model = Model::compile(&FactSet::from_facts(facts.clone()).unwrap()).unwrap();
+    let mut bills = model.bills(nov, nov.end).unwrap();
+    let mut finalized = bills.iter().find(|b| b.tenant == "acme").unwrap().clone();
+    finalized.state = BillState::Finalized;
+    facts.push(admit(
+        "acme/late",
+        "acme",
+        LeaseClass::Reserved,
+        "2026-11-25T00:00:00Z",
+    ));
+    facts.push(bind("acme/late", "2026-11-25T00:00:00Z", "4", "16", "0"));
+    facts.push(end("acme/late", "2026-11-25T03:00:00Z", EndReason::Expired));
+    let model = Model::compile(&FactSet::from_facts(facts).unwrap()).unwrap();
+    let dec = nov.next();
+    bills.push(model.bill("acme", dec, dec.end, &[finalized]).unwrap());
+    bills
+}
+
+fn rows() -> Vec<(Bill, FocusRow)> {
+    bills()
+        .into_iter()
+        .flat_map(|b| {
+            focus_rows(&b, &FocusOptions::default())
+                .into_iter()
+                .map(move |r| (b.clone(), r))
+        })
+        .collect()
+}
+
+fn dec(v: &str) -> Decimal {
+    assert!(
+        !v.contains(['+', 'e', 'E', ',', ' ']),
+        "numeric format: {v:?}"
+    );
+    Decimal::from_str(v).unwrap_or_else(|e| panic!("{v:?}: {e}"))
+}
+
+fn is_datetime(v: &str) -> bool {
+    chrono::NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%SZ").is_ok() && v.len() == 20
+}
+
+#[test]
+fn header_has_every_mandatory_and_conditional_column_then_custom_ones() {
+    for column in MANDATORY.iter().chain(CONDITIONAL.iter()) {
+        assert!(COLUMNS.contains(column), "{column} missing");
+    }
+    let first_custom = COLUMNS.iter().position(|c| c.starts_with("x_")).unwrap();
+    assert!(
+        COLUMNS[first_custom..].iter().all(|c| c.starts_with("x_")),
+        "custom columns last"
+    );
+    for column in COLUMNS {
+        assert!(
+            column
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && column.len() <= 50
+        );
+    }
+}
+
+#[test]
+fn the_example_has_every_kind_of_row() {
+    let kinds: Vec<(String, Option<String>)> = rows()
+        .iter()
+        .map(|(_, r)| {
+            (
+                r.get("ChargeCategory").unwrap().to_string(),
+                r.get("ChargeClass").map(str::to_string),
+            )
+        })
+        .collect();
+    for expected in [
+        ("Usage", None),
+        ("Credit", None),
+        ("Adjustment", None),
+        ("Usage", Some("Correction")),
+    ] {
+        assert!(
+            kinds.contains(&(expected.0.to_string(), expected.1.map(str::to_string))),
+            "{expected:?} missing"
+        );
+    }
+}
+
+#[test]
+fn non_nullable_columns_are_never_null_or_empty() {
+    for (_, row) in rows() {
+        for column in NOT_NULL {
+            let v = row
+                .get(column)
+                .unwrap_or_else(|| panic!("{column} is null"));
+            assert!(!v.trim().is_empty(), "{column} is empty");
+        }
+        for v in row.0.iter().flatten() {
+            assert!(!v.trim().is_empty(), "an empty string stands for null");
+        }
+    }
+}
+
+#[test]
+fn dates_are_utc_iso8601_and_charge_periods_sit_in_billing_periods() {
+    for (bill, row) in rows() {
+        for column in [
+            "BillingPeriodStart",
+            "BillingPeriodEnd",
+            "ChargePeriodStart",
+            "ChargePeriodEnd",
+        ] {
+            assert!(
+                is_datetime(row.get(column).unwrap()),
+                "{column}: {:?}",
+                row.get(column)
+            );
+        }
+        assert_eq!(
+            row.get("BillingPeriodStart").unwrap(),
+            bill.period_start.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+        );
+        let (start, end) = (
+            row.get("ChargePeriodStart").unwrap(),
+            row.get("ChargePeriodEnd").unwrap(),
+        );
+        assert!(start < end, "{start} < {end}");
+        if row.get("ChargeClass").is_none() {
+            assert!(
+                start >= row.get("BillingPeriodStart").unwrap()
+                    && end <= row.get("BillingPeriodEnd").unwrap()
+            );
+        } else {
+            // A correction points at the charge it corrects, in an earlier period.
+            assert!(end <= row.get("BillingPeriodStart").unwrap());
+        }
+    }
+}
+
+#[test]
+fn categories_classes_and_frequencies_use_allowed_values() {
+    for (_, row) in rows() {
+        let category = row.get("ChargeCategory").unwrap();
+        assert!(["Usage", "Purchase", "Tax", "Credit", "Adjustment"].contains(&category));
+        assert!(matches!(row.get("ChargeClass"), None | Some("Correction")));
+        let frequency = row.get("ChargeFrequency").unwrap();
+        assert!(["One-Time", "Recurring", "Usage-Based"].contains(&frequency));
+        assert_eq!(frequency == "Usage-Based", category == "Usage");
+        assert_eq!(row.get("ServiceCategory"), Some("Compute"));
+        assert_eq!(row.get("ServiceSubcategory"), Some("Containers"));
+        if let Some(p) = row.get("PricingCategory") {
+            assert!(["Standard", "Dynamic", "Committed", "Other"].contains(&p));
+            let expected = if row.get("x_LeaseClass") == Some("Spot") {
+                "Dynamic"
+            } else {
+                "Standard"
+            };
+            assert_eq!(p, expected);
+        }
+        assert_eq!(row.get("BillingCurrency"), Some("USD"));
+    }
+}
+
+#[test]
+fn usage_rows_carry_prices_quantities_and_skus_that_multiply_out() {
+    let mut checked = 0;
+    for (_, row) in rows() {
+        if row.get("ChargeCategory") != Some("Usage") {
+            continue;
+        }
+        let correction = row.get("ChargeClass").is_some();
+        for column in [
+            "PricingQuantity",
+            "PricingUnit",
+            "ListUnitPrice",
+            "ContractedUnitPrice",
+            "PricingCategory",
+            "SkuId",
+            "SkuPriceId",
+            "SkuMeter",
+            "SkuPriceDetails",
+            "ConsumedQuantity",
+            "ConsumedUnit",
+        ] {
+            assert!(row.get(column).is_some(), "{column} null on a usage row");
+        }
+        let quantity = dec(row.get("PricingQuantity").unwrap());
+        let list_price = dec(row.get("ListUnitPrice").unwrap());
+        let contracted_price = dec(row.get("ContractedUnitPrice").unwrap());
+        assert!(list_price >= Decimal::ZERO && contracted_price >= Decimal::ZERO);
+        let list_cost = dec(row.get("ListCost").unwrap());
+        let billed = dec(row.get("BilledCost").unwrap());
+        if !correction {
+            assert_eq!(
+                list_price * quantity,
+                list_cost,
+                "ListUnitPrice × PricingQuantity = ListCost"
+            );
+            assert_eq!(
+                contracted_price * quantity,
+                dec(row.get("ContractedCost").unwrap())
+            );
+            assert!(
+                (list_cost - billed).abs() <= d("0.005") + list_price * d("0.000000001"),
+                "only rounding apart"
+            );
+        }
+        assert_eq!(row.get("EffectiveCost"), row.get("BilledCost"));
+        let unit = row.get("PricingUnit").unwrap();
+        assert!(
+            ["Core-Hours", "GiB-Hours", "GPU-Hours"].contains(&unit),
+            "{unit}"
+        );
+        let consumed_unit = row.get("ConsumedUnit").unwrap();
+        assert_eq!(consumed_unit.replace("-Seconds", "-Hours"), unit);
+        // Consumed resource-seconds / 3600 = priced resource-hours (to 9 places).
+        assert_eq!(
+            (dec(row.get("ConsumedQuantity").unwrap()) / Decimal::from(3600)).round_dp(9),
+            quantity
+        );
+        let details: serde_json::Value =
+            serde_json::from_str(row.get("SkuPriceDetails").unwrap()).unwrap();
+        assert!(
+            details
+                .as_object()
+                .unwrap()
+                .keys()
+                .all(|k| k.starts_with("x_"))
+        );
+        assert!(
+            row.get("SkuPriceId")
+                .unwrap()
+                .starts_with(row.get("SkuId").unwrap())
+        );
+        checked += 1;
+    }
+    assert!(checked >= 15);
+}
+
+#[test]
+fn credits_and_adjustments_cost_what_they_bill() {
+    let mut seen = BTreeMap::new();
+    for (_, row) in rows() {
+        let category = row.get("ChargeCategory").unwrap();
+        if category == "Usage" {
+            continue;
+        }
+        *seen.entry(category.to_string()).or_insert(0) += 1;
+        for column in ["ListCost", "ContractedCost", "EffectiveCost"] {
+            assert_eq!(row.get(column), row.get("BilledCost"), "{column}");
+        }
+        for column in [
+            "PricingQuantity",
+            "PricingUnit",
+            "ListUnitPrice",
+            "ContractedUnitPrice",
+            "ConsumedQuantity",
+            "ConsumedUnit",
+            "PricingCategory",
+            "SkuId",
+            "SkuMeter",
+            "SkuPriceId",
+            "SkuPriceDetails",
+        ] {
+            assert_eq!(row.get(column), None, "{column} on a {category} row");
+        }
+        let billed = dec(row.get("BilledCost").unwrap());
+        match category {
+            "Credit" => assert!(billed < Decimal::ZERO),
+            "Adjustment" => assert!(billed > Decimal::ZERO),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
+
+#[test]
+fn resources_accounts_regions_and_tags() {
+    for (bill, row) in rows() {
+        assert_eq!(row.get("SubAccountId"), Some(bill.tenant.as_str()));
+        assert!(row.get("SubAccountName").is_some());
+        let resource_id = row.get("ResourceId").unwrap();
+        assert_eq!(row.get("ResourceType"), Some("Capacity Lease"));
+        assert_ne!(row.get("ResourceName"), Some(resource_id));
+        if resource_id == "acme/render" {
+            assert_eq!(row.get("ResourceName"), Some("nightly-render"));
+            assert_eq!(row.get("RegionId"), Some("eu-central-1"));
+            assert_eq!(row.get("RegionName"), Some("Frankfurt"));
+        }
+        assert_eq!(
+            row.get("RegionId").is_none(),
+            row.get("RegionName").is_none()
+        );
+        let tags: serde_json::Value = serde_json::from_str(row.get("Tags").unwrap()).unwrap();
+        let tags = tags.as_object().unwrap();
+        assert!(tags.values().all(|v| !v.is_object() && !v.is_array()));
+        assert!(tags.contains_key("offpeak/pool") && tags.contains_key("offpeak/class"));
+        if resource_id == "acme/render" {
+            assert_eq!(tags["team"], "graphics");
+        }
+        assert_eq!(
+            row.get("InvoiceId").unwrap(),
+            format!("{}/{}", bill.tenant, bill.period)
+        );
+    }
+}
+
+#[test]
+fn billed_cost_per_invoice_matches_the_bill_total() {
+    for bill in bills() {
+        let sum: Decimal = focus_rows(&bill, &FocusOptions::default())
+            .iter()
+            .map(|r| dec(r.get("BilledCost").unwrap()))
+            .sum();
+        assert_eq!(sum, bill.total.amount, "{} {}", bill.tenant, bill.period);
+    }
+}
+
+#[test]
+fn csv_has_the_header_and_empty_fields_only_for_nulls() {
+    let bills = bills();
+    let mut out = Vec::new();
+    write_focus_csv(&bills, &FocusOptions::default(), &mut out).unwrap();
+    let mut reader = csv::Reader::from_reader(out.as_slice());
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(header, COLUMNS);
+    let expected: Vec<FocusRow> = bills
+        .iter()
+        .flat_map(|b| focus_rows(b, &FocusOptions::default()))
+        .collect();
+    let got: Vec<FocusRow> = reader
+        .records()
+        .map(|r| {
+            FocusRow(
+                r.unwrap()
+                    .iter()
+                    .map(|v| (!v.is_empty()).then(|| v.to_string()))
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
+}
