@@ -80,7 +80,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 /// `90s`, `10m`, `2h` or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, unit) = text
         .find(|c: char| !c.is_ascii_digit())

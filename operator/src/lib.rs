@@ -2,8 +2,12 @@
 //! decisions they are built on.
 
 pub mod admission;
+pub mod controllers;
 pub mod desired;
 pub mod error;
 pub mod names;
+pub mod observe;
 pub mod plan;
+pub mod pricing;
+pub mod run;
 pub mod telemetry;

@@ -2,38 +2,122 @@
 
 mod demo;
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use offpeak::admission::{WebhookTls, policy::WebhookEndpoint};
+use offpeak::controllers::Settings;
+use offpeak::run::{Options, Webhook};
 
 /// Offpeak leases the idle nodes of a Kubernetes cluster to external tenants, reclaims them
 /// with notice when internal workloads need them back, and bills every second.
 #[derive(Parser)]
 #[command(name = "offpeak", version, about, long_about = None)]
 struct Cli {
+    /// Log as JSON lines (for log pipelines) instead of text.
+    #[arg(long, global = true, env = "OFFPEAK_LOG_JSON")]
+    log_json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the operator against the cluster of the current kubeconfig (or in-cluster).
+    Run(RunArgs),
     /// Start a real local control plane (etcd, kube-apiserver, controller-manager,
     /// scheduler, kwok) with simulated nodes, print how to reach it, and run until Ctrl-C.
     Demo(demo::DemoArgs),
 }
 
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "OFFPEAK_METRICS_ADDR")]
+    metrics_addr: SocketAddr,
+    /// Where the tenant pod webhook listens (TLS).
+    #[arg(long, default_value = "0.0.0.0:9443", env = "OFFPEAK_WEBHOOK_ADDR")]
+    webhook_addr: SocketAddr,
+    /// How the API server reaches the webhook: the operator's Service as
+    /// NAMESPACE/NAME:PORT (in a cluster).
+    #[arg(long, env = "OFFPEAK_WEBHOOK_SERVICE", conflicts_with = "webhook_url")]
+    webhook_service: Option<String>,
+    /// How the API server reaches the webhook: a URL (an operator outside the cluster).
+    #[arg(long, env = "OFFPEAK_WEBHOOK_URL")]
+    webhook_url: Option<String>,
+    /// Folder with the webhook's tls.crt, tls.key and the ca.crt that signed them.
+    #[arg(long, env = "OFFPEAK_WEBHOOK_CERT_DIR")]
+    webhook_cert_dir: Option<PathBuf>,
+    /// How long the first lease in a pool's queue waits before no later lease may pass it.
+    #[arg(long, default_value = "10m", value_parser = demo::parse_duration)]
+    starvation_guard: std::time::Duration,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                // kube's client builder logs every refused connection as an error; the
-                // callers report what matters themselves.
-                .unwrap_or_else(|_| {
-                    tracing_subscriber::EnvFilter::new("info,kube_client::client::builder=off")
-                }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    offpeak::telemetry::init_logging(cli.log_json);
+    match cli.command {
         Command::Demo(args) => demo::run(args).await,
+        Command::Run(args) => {
+            let client = kube::Client::try_default()
+                .await
+                .context("cannot reach the cluster")?;
+            offpeak::run::run(client, options(args)?).await
+        }
     }
+}
+
+fn options(args: RunArgs) -> anyhow::Result<Options> {
+    let endpoint = match (args.webhook_service, args.webhook_url) {
+        (Some(service), None) => Some(parse_service(&service)?),
+        (None, Some(url)) => Some(WebhookEndpoint::Url(url)),
+        _ => None,
+    };
+    let webhook = match endpoint {
+        None => None,
+        Some(endpoint) => {
+            let dir = args.webhook_cert_dir.context(
+                "--webhook-cert-dir is required with --webhook-service or --webhook-url",
+            )?;
+            let read = |file: &str| {
+                std::fs::read_to_string(dir.join(file))
+                    .with_context(|| format!("cannot read {}", dir.join(file).display()))
+            };
+            Some(Webhook {
+                addr: args.webhook_addr,
+                endpoint,
+                tls: WebhookTls {
+                    cert_pem: read("tls.crt")?,
+                    key_pem: read("tls.key")?,
+                    ca_pem: read("ca.crt")?,
+                },
+            })
+        }
+    };
+    Ok(Options {
+        metrics_addr: args.metrics_addr,
+        webhook,
+        settings: Settings {
+            starvation_guard: chrono::Duration::from_std(args.starvation_guard)?,
+            ..Settings::default()
+        },
+    })
+}
+
+/// `NAMESPACE/NAME:PORT`.
+fn parse_service(text: &str) -> anyhow::Result<WebhookEndpoint> {
+    let (namespace, rest) = text
+        .split_once('/')
+        .context("--webhook-service is NAMESPACE/NAME:PORT")?;
+    let (name, port) = rest
+        .split_once(':')
+        .context("--webhook-service is NAMESPACE/NAME:PORT")?;
+    Ok(WebhookEndpoint::Service {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        port: port.parse().context("--webhook-service port is a number")?,
+    })
 }

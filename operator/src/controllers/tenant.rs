@@ -1,0 +1,232 @@
+//! The tenant controller: each of a tenant's namespaces exists and is labelled as the
+//! tenant's, its people are bound to the tenant role there, pods get default requests, and
+//! the namespace's quota equals the capacity of its active leases.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Resource, ResourceExt};
+use offpeak_api::{CapacityLease, LeasePhase, Tenant, TenantStatus};
+use serde_json::json;
+
+use super::{Context, conditions};
+use crate::desired::tenancy;
+use crate::error::{Error, Result};
+use crate::names::{FIELD_MANAGER, TENANT};
+use crate::observe;
+use crate::plan::resources::Resources;
+
+pub async fn run(ctx: Arc<Context>) {
+    let namespaces = ctx.stores.namespaces.clone();
+    // A lease changing in a namespace re-reconciles the namespace's tenant (its quota).
+    let lease_to_tenant = move |lease: CapacityLease| {
+        let ns = lease.namespace().unwrap_or_default();
+        namespaces
+            .get(&ObjectRef::new(&ns))
+            .and_then(|n| n.labels().get(TENANT).cloned())
+            .map(|t| ObjectRef::<Tenant>::new(&t))
+    };
+    Controller::new(
+        Api::<Tenant>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        Api::<CapacityLease>::all(ctx.client.clone()),
+        watcher::Config::default(),
+        lease_to_tenant,
+    )
+    .shutdown_on_signal()
+    .run(reconcile, error_policy, ctx)
+    .for_each(|result| {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "tenant reconcile failed");
+        }
+        futures::future::ready(())
+    })
+    .await;
+}
+
+fn error_policy(tenant: Arc<Tenant>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .with_label_values(&["tenant", error.kind()])
+        .inc();
+    tracing::warn!(tenant = %tenant.name_any(), error = %error, "tenant reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn apply<K>(api: Api<K>, object: &K) -> Result<()>
+where
+    K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await?;
+    Ok(())
+}
+
+#[tracing::instrument(skip_all, fields(tenant = %tenant.name_any()))]
+async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile("tenant");
+    let name = tenant.name_any();
+    let client = &ctx.client;
+    let users: Vec<String> = tenant.spec.users.iter().map(|u| u.to_string()).collect();
+    let groups: Vec<String> = tenant.spec.groups.iter().map(|g| g.to_string()).collect();
+    let mut conflicts = Vec::new();
+    let mut active_leases = 0;
+    for namespace in tenant.spec.namespaces.iter().map(|n| n.as_str()) {
+        // A namespace already owned by another tenant is never taken over.
+        if let Some(owner) = ctx
+            .stores
+            .namespaces
+            .get(&ObjectRef::new(namespace))
+            .and_then(|ns| ns.labels().get(TENANT).cloned())
+            .filter(|owner| *owner != name)
+        {
+            conflicts.push(format!("namespace {namespace} belongs to tenant {owner}"));
+            continue;
+        }
+        apply(
+            Api::<Namespace>::all(client.clone()),
+            &tenancy::namespace(namespace, &name),
+        )
+        .await?;
+        apply(
+            Api::<RoleBinding>::namespaced(client.clone(), namespace),
+            &tenancy::role_binding(namespace, &name, &users, &groups),
+        )
+        .await?;
+        apply(
+            Api::<LimitRange>::namespaced(client.clone(), namespace),
+            &tenancy::default_requests(namespace, &name),
+        )
+        .await?;
+        let (leased, slots, count) = leased_capacity(&ctx, namespace);
+        active_leases += count;
+        apply(
+            Api::<ResourceQuota>::namespaced(client.clone(), namespace),
+            &tenancy::lease_quota(namespace, &name, &leased, slots),
+        )
+        .await?;
+    }
+
+    let old = tenant.status.clone().unwrap_or_default();
+    let (ready, reason, message) = if conflicts.is_empty() {
+        (
+            true,
+            "NamespacesReady",
+            format!(
+                "{} namespace(s) ready; {active_leases} active lease(s)",
+                tenant.spec.namespaces.len()
+            ),
+        )
+    } else {
+        (false, "NamespaceConflict", conflicts.join("; "))
+    };
+    let mut conds = conditions::set(
+        &old.conditions,
+        "Ready",
+        ready,
+        reason,
+        &message,
+        tenant.metadata.generation,
+        Utc::now(),
+    );
+    conds = conditions::set(
+        &conds,
+        "Suspended",
+        tenant.spec.suspended,
+        if tenant.spec.suspended {
+            "Suspended"
+        } else {
+            "NotSuspended"
+        },
+        if tenant.spec.suspended {
+            "no new leases are admitted"
+        } else {
+            "new leases may be admitted"
+        },
+        tenant.metadata.generation,
+        Utc::now(),
+    );
+    let status = TenantStatus {
+        active_leases: i32::try_from(active_leases).ok(),
+        open_balance: old.open_balance.clone(),
+        conditions: conds,
+        observed_generation: tenant.metadata.generation,
+    };
+    if tenant.status.as_ref() != Some(&status) {
+        let api: Api<Tenant> = Api::all(client.clone());
+        let body =
+            json!({"apiVersion": "offpeak.dev/v1alpha1", "kind": "Tenant", "status": status});
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await?;
+        let was = old
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.reason.clone());
+        if was.as_deref() != Some(reason) {
+            let kind = if ready {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            };
+            ctx.event(tenant.as_ref(), kind, reason, message).await;
+        }
+    }
+    Ok(Action::requeue(ctx.settings.resync))
+}
+
+/// The allocatable of the nodes bound to the namespace's active leases, their pod slots,
+/// and how many such leases there are.
+fn leased_capacity(ctx: &Context, namespace: &str) -> (Resources, i64, usize) {
+    let leases = ctx.stores.leases.state();
+    let active: Vec<&Arc<CapacityLease>> = leases
+        .iter()
+        .filter(|l| l.namespace().as_deref() == Some(namespace))
+        .filter(|l| l.metadata.deletion_timestamp.is_none())
+        .filter(|l| {
+            matches!(
+                l.status.as_ref().and_then(|s| s.phase),
+                Some(LeasePhase::Active) | Some(LeasePhase::Reclaiming)
+            )
+        })
+        .collect();
+    let nodes: BTreeSet<String> = active
+        .iter()
+        .flat_map(|l| {
+            l.status
+                .iter()
+                .flat_map(|s| s.bound_nodes.iter().map(|n| n.to_string()))
+        })
+        .collect();
+    let mut capacity = Resources::ZERO;
+    let mut slots = 0;
+    for node in nodes
+        .iter()
+        .filter_map(|n| ctx.stores.nodes.get(&ObjectRef::new(n)))
+    {
+        capacity += observe::allocatable(&node).unwrap_or(Resources::ZERO);
+        slots += observe::pod_slots(&node);
+    }
+    (capacity, slots, active.len())
+}

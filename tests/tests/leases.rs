@@ -1,0 +1,588 @@
+//! The operator on the real control plane: tenants get namespaces, RBAC and quota; leases
+//! are admitted, bound, confined and returned; Reserved leases respect peak reservations;
+//! what can never fit is rejected; busy nodes are never lent; malformed input becomes
+//! conditions and events. Each test has its own pool, nodes, tenant and namespace.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Container, Event, Node, Pod, PodSpec, PodTemplateSpec, ResourceQuota, ServiceAccount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::{Client, ResourceExt};
+use offpeak::admission::{WebhookTls, policy::WebhookEndpoint};
+use offpeak::controllers::Settings;
+use offpeak::names::{LEASE, TENANT};
+use offpeak::run::{Options, Webhook};
+use offpeak_api::{CapacityLease, CapacityPool, LeasePhase, PeakReservation, RateCard, Tenant};
+use offpeak_testenv::{ControlPlane, NodeSpec};
+use serde_json::json;
+use tokio::sync::OnceCell;
+
+type TestResult = anyhow::Result<()>;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The shared control plane with the CRDs installed and the operator running beside it,
+/// its webhook reached by the API server on loopback.
+async fn operator() -> anyhow::Result<&'static ControlPlane> {
+    static STARTED: OnceCell<()> = OnceCell::const_new();
+    let plane = ControlPlane::shared().await?;
+    STARTED
+        .get_or_try_init(|| async {
+            plane.install_crds(&offpeak_api::crds()).await?;
+            let free = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr());
+            let webhook_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free()?.port()));
+            let metrics_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free()?.port()));
+            let cert = plane.serving_certificate(&["localhost"], &[webhook_addr.ip()])?;
+            let options = Options {
+                metrics_addr,
+                webhook: Some(Webhook {
+                    addr: webhook_addr,
+                    endpoint: WebhookEndpoint::Url(format!("https://{webhook_addr}")),
+                    tls: WebhookTls {
+                        cert_pem: cert.cert_pem,
+                        key_pem: cert.key_pem,
+                        ca_pem: plane.ca_pem().to_string(),
+                    },
+                }),
+                settings: Settings {
+                    resync: Duration::from_secs(5),
+                    ..Settings::default()
+                },
+            };
+            let kubeconfig = plane.kubeconfig_path().to_path_buf();
+            // The operator runs on a runtime of its own, outliving each test's runtime.
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Runtime::new().expect("operator runtime");
+                runtime.block_on(async move {
+                    let config = kube::Config::from_custom_kubeconfig(
+                        kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
+                        &Default::default(),
+                    )
+                    .await
+                    .expect("config");
+                    let client = Client::try_from(config).expect("client");
+                    if let Err(e) = offpeak::run::run(client, options).await {
+                        eprintln!("operator stopped: {e:#}");
+                    }
+                });
+            });
+            anyhow::Ok(())
+        })
+        .await?;
+    Ok(plane)
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+    serde_json::from_value(value).expect("a well-formed object")
+}
+
+/// A pool named `name` over `count` nodes `<name>-<i>` (16 cores, 64 GiB), lendable at
+/// once, with a rate card: spot 0.04 and reserved 0.06 per core-hour, memory free.
+async fn pool_with_nodes(
+    plane: &ControlPlane,
+    name: &str,
+    count: usize,
+) -> anyhow::Result<Vec<String>> {
+    let nodes = plane
+        .create_nodes(&NodeSpec {
+            name_prefix: name.into(),
+            count,
+            labels: BTreeMap::from([("offpeak.dev/test-pool".to_string(), name.to_string())]),
+            ..Default::default()
+        })
+        .await?;
+    let client = plane.client().await?;
+    let pool: CapacityPool = from_json(json!({
+        "apiVersion": "offpeak.dev/v1alpha1", "kind": "CapacityPool",
+        "metadata": {"name": name},
+        "spec": {"nodeSelector": {"offpeak.dev/test-pool": name}, "idleAfter": "0s"},
+    }));
+    Api::<CapacityPool>::all(client.clone())
+        .create(&PostParams::default(), &pool)
+        .await?;
+    let card: RateCard = from_json(json!({
+        "apiVersion": "offpeak.dev/v1alpha1", "kind": "RateCard",
+        "metadata": {"name": name},
+        "spec": {
+            "currency": "USD", "precision": 4,
+            "prices": {"spot": {"cpu": "0.04", "memory": "0"}, "reserved": {"cpu": "0.06", "memory": "0"}},
+            "effectiveFrom": "2026-01-01T00:00:00Z",
+            "pools": [name],
+        },
+    }));
+    Api::<RateCard>::all(client)
+        .create(&PostParams::default(), &card)
+        .await?;
+    Ok(nodes)
+}
+
+/// A tenant owning namespace `name`, used by user `<name>-user`; waits until the operator
+/// made the namespace ready for pods.
+async fn tenant(plane: &ControlPlane, name: &str, pools: &[&str]) -> anyhow::Result<Client> {
+    let client = plane.client().await?;
+    let tenant: Tenant = from_json(json!({
+        "apiVersion": "offpeak.dev/v1alpha1", "kind": "Tenant",
+        "metadata": {"name": name},
+        "spec": {
+            "displayName": format!("Tenant {name}"),
+            "namespaces": [name],
+            "users": [format!("{name}-user")],
+            "allowedPools": pools,
+            "creditLimit": {"amount": "1000", "currency": "USD"},
+        },
+    }));
+    Api::<Tenant>::all(client.clone())
+        .create(&PostParams::default(), &tenant)
+        .await?;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client, name);
+    eventually(
+        &format!("namespace {name} and its default service account"),
+        || async { Ok(accounts.get_opt("default").await?.is_some()) },
+    )
+    .await?;
+    Ok(plane.user_client(&format!("{name}-user"), &[]).await?)
+}
+
+fn lease(name: &str, pool: &str, class: &str, cpu: &str, duration: &str) -> CapacityLease {
+    let mut spec =
+        json!({"pool": pool, "class": class, "resources": {"cpu": cpu}, "duration": duration});
+    if class == "Spot" {
+        spec["maxPricePerHour"] = json!("4.50");
+    }
+    from_json(json!({
+        "apiVersion": "offpeak.dev/v1alpha1", "kind": "CapacityLease",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) if start.elapsed() > WAIT => {
+                return Err(e.context(format!("waiting for {what}")));
+            }
+            Err(_) => {}
+        }
+        if start.elapsed() > WAIT {
+            anyhow::bail!("{what} did not happen within {WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Waits until the lease reaches `phase` and returns it.
+async fn wait_phase(
+    leases: &Api<CapacityLease>,
+    name: &str,
+    phase: LeasePhase,
+) -> anyhow::Result<CapacityLease> {
+    eventually(&format!("lease {name} to be {phase:?}"), || async {
+        Ok(leases.get(name).await?.status.and_then(|s| s.phase) == Some(phase))
+    })
+    .await
+    .map_err(|e| e.context(format!("lease {name}")))?;
+    Ok(leases.get(name).await?)
+}
+
+fn admitted(lease: &CapacityLease) -> (String, String) {
+    let condition = lease
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Admitted").cloned())
+        .expect("an Admitted condition");
+    (condition.reason, condition.message)
+}
+
+async fn quota_cpu(client: &Client, namespace: &str) -> anyhow::Result<Option<String>> {
+    let quota = Api::<ResourceQuota>::namespaced(client.clone(), namespace)
+        .get_opt("offpeak-leases")
+        .await?;
+    Ok(quota.and_then(|q| q.spec?.hard?.get("requests.cpu").map(|q| q.0.clone())))
+}
+
+#[tokio::test]
+async fn a_lease_is_admitted_bound_confined_and_returned_with_quota_following() -> TestResult {
+    let plane = operator().await?;
+    let nodes = pool_with_nodes(plane, "lease-a", 4).await?;
+    let alice = tenant(plane, "acme-a", &["lease-a"]).await?;
+    let admin = plane.client().await?;
+    assert_eq!(
+        quota_cpu(&admin, "acme-a").await?.as_deref(),
+        Some("0"),
+        "no lease, no quota"
+    );
+
+    // The tenant rents 32 cores: two whole 16-core nodes.
+    let leases: Api<CapacityLease> = Api::namespaced(alice.clone(), "acme-a");
+    leases
+        .create(
+            &PostParams::default(),
+            &lease("render", "lease-a", "Spot", "32", "1h"),
+        )
+        .await?;
+    let active = wait_phase(&leases, "render", LeasePhase::Active).await?;
+    let status = active.status.clone().expect("status");
+    let bound: Vec<String> = status.bound_nodes.iter().map(|n| n.to_string()).collect();
+    assert_eq!(bound.len(), 2, "{bound:?}");
+    assert!(bound.iter().all(|n| nodes.contains(n)));
+    assert_eq!(status.node_count, Some(2));
+    assert!(status.admitted_at.is_some() && status.ends_at.is_some());
+    assert_eq!(status.observed_generation, active.metadata.generation);
+    assert_eq!(admitted(&active).0, "Admitted");
+    for node in &bound {
+        let labels = Api::<Node>::all(admin.clone())
+            .get(node)
+            .await?
+            .metadata
+            .labels
+            .unwrap_or_default();
+        assert_eq!(labels.get(TENANT).map(String::as_str), Some("acme-a"));
+        assert_eq!(labels.get(LEASE).map(String::as_str), Some("acme-a.render"));
+    }
+    eventually("the quota to follow the lease", || async {
+        Ok(quota_cpu(&admin, "acme-a").await?.as_deref() == Some("32"))
+    })
+    .await?;
+
+    // The tenant's pods land on its nodes, with no placement of its own.
+    let app = BTreeMap::from([("app".to_string(), "render".to_string())]);
+    let deployment = Deployment {
+        metadata: ObjectMeta {
+            name: Some("render".into()),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(4),
+            selector: LabelSelector {
+                match_labels: Some(app.clone()),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(app),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![Container {
+                        name: "render".into(),
+                        image: Some("render:1".into()),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Api::<Deployment>::namespaced(alice.clone(), "acme-a")
+        .create(&PostParams::default(), &deployment)
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "acme-a");
+    eventually("4 render pods Running", || async {
+        let running = pods
+            .list(&ListParams::default().labels("app=render"))
+            .await?
+            .items
+            .into_iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .count();
+        Ok(running == 4)
+    })
+    .await?;
+    for pod in pods
+        .list(&ListParams::default().labels("app=render"))
+        .await?
+        .items
+    {
+        let node = pod.spec.and_then(|s| s.node_name).unwrap_or_default();
+        assert!(
+            bound.contains(&node),
+            "pod on {node}, not on the lease's nodes {bound:?}"
+        );
+    }
+
+    // Cost so far appears within a resync.
+    eventually("cost so far", || async {
+        Ok(leases
+            .get("render")
+            .await?
+            .status
+            .and_then(|s| s.cost_summary)
+            .is_some_and(|c| c.ends_with(" USD")))
+    })
+    .await?;
+
+    // Deleting the lease evicts the tenant's pods and returns the nodes before it goes.
+    leases.delete("render", &DeleteParams::default()).await?;
+    eventually("the lease to be gone", || async {
+        Ok(leases.get_opt("render").await?.is_none())
+    })
+    .await?;
+    for node in &bound {
+        let labels = Api::<Node>::all(admin.clone())
+            .get(node)
+            .await?
+            .metadata
+            .labels
+            .unwrap_or_default();
+        assert!(
+            !labels.contains_key(LEASE) && !labels.contains_key(TENANT),
+            "{node} still lent: {labels:?}"
+        );
+    }
+    eventually("the quota to drop back to 0", || async {
+        Ok(quota_cpu(&admin, "acme-a").await?.as_deref() == Some("0"))
+    })
+    .await?;
+    let events = Api::<Event>::namespaced(admin, "acme-a")
+        .list(&ListParams::default())
+        .await?;
+    let reasons: Vec<String> = events
+        .items
+        .iter()
+        .filter_map(|e| e.reason.clone())
+        .collect();
+    assert!(reasons.iter().any(|r| r == "Admitted"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "NodesReturned"), "{reasons:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_reserved_lease_is_refused_for_a_later_peak_window_while_spot_of_the_same_size_is_admitted()
+-> TestResult {
+    let plane = operator().await?;
+    pool_with_nodes(plane, "lease-b", 2).await?;
+    let user = tenant(plane, "acme-b", &["lease-b"]).await?;
+    let admin = plane.client().await?;
+    // In 30 minutes, the whole pool goes back to internal use for an hour.
+    let start = chrono::Utc::now() + chrono::Duration::minutes(30);
+    let end = start + chrono::Duration::hours(1);
+    let peak: PeakReservation = from_json(json!({
+        "apiVersion": "offpeak.dev/v1alpha1", "kind": "PeakReservation",
+        "metadata": {"name": "lease-b-launch"},
+        "spec": {
+            "pool": "lease-b", "keep": {"percent": 100},
+            "window": {
+                "start": start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "end": end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            },
+        },
+    }));
+    Api::<PeakReservation>::all(admin)
+        .create(&PostParams::default(), &peak)
+        .await?;
+
+    let leases: Api<CapacityLease> = Api::namespaced(user, "acme-b");
+    leases
+        .create(
+            &PostParams::default(),
+            &lease("steady", "lease-b", "Reserved", "16", "2h"),
+        )
+        .await?;
+    let refused = wait_phase(&leases, "steady", LeasePhase::Rejected).await?;
+    let (reason, message) = admitted(&refused);
+    assert_eq!(reason, "PeakReservation");
+    assert!(
+        message.contains("peak reservation lease-b-launch")
+            && message.contains("at most 0 node(s)"),
+        "{message}"
+    );
+
+    leases
+        .create(
+            &PostParams::default(),
+            &lease("burst", "lease-b", "Spot", "16", "2h"),
+        )
+        .await?;
+    let spot = wait_phase(&leases, "burst", LeasePhase::Active).await?;
+    assert_eq!(spot.status.map(|s| s.bound_nodes.len()), Some(1));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_lease_larger_than_its_pool_is_rejected_with_the_shortfall() -> TestResult {
+    let plane = operator().await?;
+    pool_with_nodes(plane, "lease-c", 2).await?;
+    let user = tenant(plane, "acme-c", &["lease-c"]).await?;
+    let leases: Api<CapacityLease> = Api::namespaced(user, "acme-c");
+    leases
+        .create(
+            &PostParams::default(),
+            &lease("huge", "lease-c", "Spot", "64", "1h"),
+        )
+        .await?;
+    let rejected = wait_phase(&leases, "huge", LeasePhase::Rejected).await?;
+    let (reason, message) = admitted(&rejected);
+    assert_eq!(reason, "ExceedsPool");
+    assert!(message.contains("short of cpu 32"), "{message}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_node_running_an_internal_pod_is_never_lent() -> TestResult {
+    let plane = operator().await?;
+    let nodes = pool_with_nodes(plane, "lease-d", 2).await?;
+    let user = tenant(plane, "acme-d", &["lease-d"]).await?;
+    let admin = plane.client().await?;
+    plane.create_namespace("internal-d").await?;
+    let busy = &nodes[0];
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some("batch".into()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some(busy.clone()),
+            containers: vec![Container {
+                name: "batch".into(),
+                image: Some("batch:1".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Api::<Pod>::namespaced(admin.clone(), "internal-d")
+        .create(&PostParams::default(), &pod)
+        .await?;
+    let pools: Api<CapacityPool> = Api::all(admin);
+    eventually("the pool to count one lendable node", || async {
+        Ok(pools
+            .get("lease-d")
+            .await?
+            .status
+            .and_then(|s| s.lendable_nodes)
+            == Some(1))
+    })
+    .await?;
+
+    let leases: Api<CapacityLease> = Api::namespaced(user, "acme-d");
+    leases
+        .create(
+            &PostParams::default(),
+            &lease("both", "lease-d", "Spot", "32", "1h"),
+        )
+        .await?;
+    eventually("the two-node lease to wait for capacity", || async {
+        let l = leases.get("both").await?;
+        Ok(
+            l.status.as_ref().and_then(|s| s.phase) == Some(LeasePhase::Pending)
+                && admitted(&l).0 == "InsufficientCapacity",
+        )
+    })
+    .await?;
+    leases
+        .create(
+            &PostParams::default(),
+            &lease("one", "lease-d", "Spot", "16", "1h"),
+        )
+        .await?;
+    let one = wait_phase(&leases, "one", LeasePhase::Active).await?;
+    let bound: Vec<String> = one
+        .status
+        .map(|s| s.bound_nodes.iter().map(|n| n.to_string()).collect())
+        .unwrap_or_default();
+    assert_eq!(bound, vec![nodes[1].clone()], "only the idle node is lent");
+    Ok(())
+}
+
+#[tokio::test]
+async fn malformed_or_missing_references_become_conditions_and_events() -> TestResult {
+    let plane = operator().await?;
+    let user = tenant(plane, "acme-e", &["no-such-pool"]).await?;
+    let admin = plane.client().await?;
+
+    // A lease for a pool that does not exist.
+    let leases: Api<CapacityLease> = Api::namespaced(user, "acme-e");
+    leases
+        .create(
+            &PostParams::default(),
+            &lease("nowhere", "no-such-pool", "Spot", "1", "1h"),
+        )
+        .await?;
+    eventually("PoolNotFound on the lease", || async {
+        let l = leases.get("nowhere").await?;
+        Ok(
+            l.status.as_ref().and_then(|s| s.phase) == Some(LeasePhase::Pending)
+                && admitted(&l).0 == "PoolNotFound",
+        )
+    })
+    .await?;
+    let events = Api::<Event>::namespaced(admin.clone(), "acme-e");
+    eventually("a PoolNotFound event", || async {
+        Ok(events
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("PoolNotFound")))
+    })
+    .await?;
+
+    // A pool whose selector selects nothing.
+    let empty: CapacityPool = from_json(json!({
+        "apiVersion": "offpeak.dev/v1alpha1", "kind": "CapacityPool",
+        "metadata": {"name": "lease-e-empty"},
+        "spec": {"nodeSelector": {"offpeak.dev/test-pool": "nothing-here"}},
+    }));
+    let pools: Api<CapacityPool> = Api::all(admin.clone());
+    pools.create(&PostParams::default(), &empty).await?;
+    eventually("NoNodes on the empty pool", || async {
+        let p = pools.get("lease-e-empty").await?;
+        Ok(p.status.is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.reason == "NoNodes")
+        }))
+    })
+    .await?;
+
+    // A node that reports no allocatable counts as empty; the pool still reports.
+    let bare = Node {
+        metadata: ObjectMeta {
+            name: Some("lease-e-bare".into()),
+            labels: Some(BTreeMap::from([(
+                "offpeak.dev/test-pool".to_string(),
+                "lease-e-bare".to_string(),
+            )])),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Node>::all(admin.clone())
+        .create(&PostParams::default(), &bare)
+        .await?;
+    let bare_pool: CapacityPool = from_json(json!({
+        "apiVersion": "offpeak.dev/v1alpha1", "kind": "CapacityPool",
+        "metadata": {"name": "lease-e-bare"},
+        "spec": {"nodeSelector": {"offpeak.dev/test-pool": "lease-e-bare"}},
+    }));
+    pools.create(&PostParams::default(), &bare_pool).await?;
+    eventually("the bare node's pool to report it", || async {
+        Ok(pools
+            .get("lease-e-bare")
+            .await?
+            .status
+            .and_then(|s| s.nodes)
+            == Some(1))
+    })
+    .await?;
+    // The operator keeps serving: the lease above still has its condition.
+    assert_eq!(admitted(&leases.get("nowhere").await?).0, "PoolNotFound");
+    assert!(pools.get("lease-e-bare").await?.name_any() == "lease-e-bare");
+    Ok(())
+}
