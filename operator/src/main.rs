@@ -30,6 +30,18 @@ enum Command {
     /// Start a real local control plane (etcd, kube-apiserver, controller-manager,
     /// scheduler, kwok) with simulated nodes, print how to reach it, and run until Ctrl-C.
     Demo(demo::DemoArgs),
+    /// The offpeak.dev CustomResourceDefinitions.
+    #[command(subcommand)]
+    Crd(CrdCommand),
+    /// Bills from recorded facts: replay a facts file offline, or keep a ledger.
+    #[command(subcommand)]
+    Billing(offpeak_billing::cli::BillingCommand),
+}
+
+#[derive(Subcommand)]
+enum CrdCommand {
+    /// Print every CRD as one YAML stream (what crds/ holds), for `kubectl apply -f -`.
+    Print,
 }
 
 #[derive(clap::Args)]
@@ -61,6 +73,20 @@ async fn main() -> anyhow::Result<()> {
     offpeak::telemetry::init_logging(cli.log_json);
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
+        Command::Crd(CrdCommand::Print) => {
+            use std::io::Write;
+            match std::io::stdout()
+                .lock()
+                .write_all(offpeak_api::crds_yaml().as_bytes())
+            {
+                // `offpeak crd print | head` is fine.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                other => other.context("cannot write the CRDs"),
+            }
+        }
+        Command::Billing(command) => {
+            offpeak_billing::cli::run(command, &mut std::io::stdout().lock()).await
+        }
         Command::Run(args) => {
             let client = kube::Client::try_default()
                 .await
