@@ -5,6 +5,7 @@ pub mod admission;
 pub mod controllers;
 pub mod desired;
 pub mod error;
+pub mod local;
 pub mod names;
 pub mod observe;
 pub mod plan;

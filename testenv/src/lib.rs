@@ -27,6 +27,7 @@ mod tools;
 pub use cluster::NodeSpec;
 pub use control_plane::{ControlPlane, KWOK_ANNOTATION, Options, StartupReport};
 pub use error::{Error, Result};
+pub use kubeconfig::client as client_from_kubeconfig;
 pub use pki::CertPair;
 pub use tools::{Tools, cache_dir as tools_dir, pinned_version};
 

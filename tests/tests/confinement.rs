@@ -93,15 +93,9 @@ async fn setup() -> anyhow::Result<&'static ControlPlane> {
             std::thread::spawn(move || {
                 let runtime = tokio::runtime::Runtime::new().expect("webhook runtime");
                 runtime.block_on(async move {
-                    let client = kube::Client::try_from(
-                        kube::Config::from_custom_kubeconfig(
-                            kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
-                            &Default::default(),
-                        )
+                    let client = offpeak_testenv::client_from_kubeconfig(&kubeconfig)
                         .await
-                        .expect("config"),
-                    )
-                    .expect("client");
+                        .expect("client");
                     if let Err(e) = admission::run(addr, &tls, client).await {
                         eprintln!("webhook stopped: {e:#}");
                     }

@@ -4,7 +4,6 @@
 //! conditions and events. Each test has its own pool, nodes, tenant and namespace.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
@@ -14,10 +13,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::{Client, ResourceExt};
-use offpeak::admission::{WebhookTls, policy::WebhookEndpoint};
-use offpeak::controllers::Settings;
 use offpeak::names::{LEASE, TENANT};
-use offpeak::run::{Options, Webhook};
 use offpeak_api::{CapacityLease, CapacityPool, LeasePhase, PeakReservation, RateCard, Tenant};
 use offpeak_testenv::{ControlPlane, NodeSpec};
 use serde_json::json;
@@ -27,52 +23,15 @@ type TestResult = anyhow::Result<()>;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// The shared control plane with the CRDs installed and the operator running beside it,
-/// its webhook reached by the API server on loopback.
+/// The shared control plane with the operator running beside it.
 async fn operator() -> anyhow::Result<&'static ControlPlane> {
     static STARTED: OnceCell<()> = OnceCell::const_new();
     let plane = ControlPlane::shared().await?;
     STARTED
         .get_or_try_init(|| async {
-            plane.install_crds(&offpeak_api::crds()).await?;
-            let free = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr());
-            let webhook_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free()?.port()));
-            let metrics_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free()?.port()));
-            let cert = plane.serving_certificate(&["localhost"], &[webhook_addr.ip()])?;
-            let options = Options {
-                metrics_addr,
-                webhook: Some(Webhook {
-                    addr: webhook_addr,
-                    endpoint: WebhookEndpoint::Url(format!("https://{webhook_addr}")),
-                    tls: WebhookTls {
-                        cert_pem: cert.cert_pem,
-                        key_pem: cert.key_pem,
-                        ca_pem: plane.ca_pem().to_string(),
-                    },
-                }),
-                settings: Settings {
-                    resync: Duration::from_secs(5),
-                    ..Settings::default()
-                },
-            };
-            let kubeconfig = plane.kubeconfig_path().to_path_buf();
-            // The operator runs on a runtime of its own, outliving each test's runtime.
-            std::thread::spawn(move || {
-                let runtime = tokio::runtime::Runtime::new().expect("operator runtime");
-                runtime.block_on(async move {
-                    let config = kube::Config::from_custom_kubeconfig(
-                        kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
-                        &Default::default(),
-                    )
-                    .await
-                    .expect("config");
-                    let client = Client::try_from(config).expect("client");
-                    if let Err(e) = offpeak::run::run(client, options).await {
-                        eprintln!("operator stopped: {e:#}");
-                    }
-                });
-            });
-            anyhow::Ok(())
+            offpeak::local::start(plane, Duration::from_secs(5))
+                .await
+                .map(|_| ())
         })
         .await?;
     Ok(plane)

@@ -831,7 +831,8 @@ async fn write_pool_status(
         lendable_nodes: as_i32(lendable),
         lent_nodes: as_i32(lent),
         headroom_nodes: as_i32(headroom),
-        spot_price_per_core_hour: spot_per_core_hour.map(|p| offpeak_api::Money::new(p.normalize().to_string())),
+        spot_price_per_core_hour: spot_per_core_hour
+            .map(|p| offpeak_api::Money::new(p.normalize().to_string())),
         conditions: conds,
         observed_generation: generation,
     };

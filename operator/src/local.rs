@@ -1,0 +1,68 @@
+//! The operator beside a local control plane (tests, benches, the demo): CRDs installed,
+//! the webhook on loopback with a certificate from the control plane's CA, and the
+//! operator on a thread and runtime of its own, so it outlives any one test's runtime.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use offpeak_testenv::ControlPlane;
+
+use crate::admission::{WebhookTls, policy::WebhookEndpoint};
+use crate::controllers::Settings;
+use crate::run::{Options, Webhook};
+
+/// Where the running operator serves.
+pub struct LocalOperator {
+    pub metrics: SocketAddr,
+    pub webhook: SocketAddr,
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Installs the CRDs and starts the operator against `plane`. It runs until the process
+/// ends (the control plane's watcher cleans up after both).
+pub async fn start(plane: &ControlPlane, resync: Duration) -> anyhow::Result<LocalOperator> {
+    plane.install_crds(&offpeak_api::crds()).await?;
+    let webhook = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    let cert = plane.serving_certificate(&["localhost"], &[webhook.ip()])?;
+    let options = Options {
+        metrics_addr: metrics,
+        webhook: Some(Webhook {
+            addr: webhook,
+            endpoint: WebhookEndpoint::Url(format!("https://{webhook}")),
+            tls: WebhookTls {
+                cert_pem: cert.cert_pem,
+                key_pem: cert.key_pem,
+                ca_pem: plane.ca_pem().to_string(),
+            },
+        }),
+        settings: Settings {
+            resync,
+            ..Settings::default()
+        },
+    };
+    let kubeconfig = plane.kubeconfig_path().to_path_buf();
+    std::thread::Builder::new()
+        .name("offpeak-operator".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(e) => return tracing::error!(error = %e, "cannot start the operator's runtime"),
+            };
+            runtime.block_on(async move {
+                let client = match offpeak_testenv::client_from_kubeconfig(&kubeconfig).await {
+                    Ok(client) => client,
+                    Err(e) => return tracing::error!(error = %e, "cannot reach the control plane"),
+                };
+                if let Err(e) = crate::run::run(client, options).await {
+                    tracing::error!(error = format!("{e:#}"), "the operator stopped");
+                }
+            });
+        })?;
+    Ok(LocalOperator { metrics, webhook })
+}
