@@ -94,11 +94,35 @@ pub struct BillLine {
     pub rate_card: String,
     /// The line total, rounded to the card's precision.
     pub amount: Money,
-    /// A sentence a person can read.
-    pub description: String,
+    /// A sentence a person can read for lines that are not plain usage (usage lines
+    /// describe themselves from their fields: see [`BillLine::description`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
 }
 
 impl BillLine {
+    /// A sentence a person can read: what the line charges and at what price.
+    pub fn description(&self) -> String {
+        let text = match (self.kind, self.resource, self.unit_price) {
+            (LineKind::Usage, Some(resource), Some(price)) => format!(
+                "{resource} {} {} x {} s at {} {} per {}-hour ({}, {})",
+                self.quantity,
+                resource.unit(),
+                self.seconds,
+                price.amount,
+                price.currency,
+                resource.unit(),
+                self.class,
+                self.rate_card
+            ),
+            _ => self.note.clone(),
+        };
+        match &self.correction_of {
+            Some(period) => format!("correction for {period}: {text}"),
+            None => text,
+        }
+    }
+
     /// Resource-seconds charged (`quantity × seconds`).
     pub fn resource_seconds(&self) -> Decimal {
         self.quantity * Decimal::from(self.seconds)
@@ -164,17 +188,11 @@ fn overflow(what: &str) -> BillingError {
 }
 
 /// `quantity × seconds × price-per-hour / 3600`, exact to 28 digits.
-fn exact_charge(
-    quantity: Decimal,
-    unit_price: Decimal,
-    seconds: i64,
-    what: &str,
-) -> Result<Decimal> {
+fn exact_charge(quantity: Decimal, unit_price: Decimal, seconds: i64) -> Option<Decimal> {
     quantity
         .checked_mul(unit_price)
         .and_then(|v| v.checked_mul(Decimal::from(seconds)))
         .and_then(|v| v.checked_div(Decimal::from(SECONDS_PER_HOUR)))
-        .ok_or_else(|| overflow(what))
 }
 
 impl Model {
@@ -290,9 +308,10 @@ impl Model {
     }
 
     fn line_template(
+        &self,
         lease: &LeaseModel,
         kind: LineKind,
-        card: &RateCard,
+        card_index: usize,
         start: i64,
         end: i64,
     ) -> BillLine {
@@ -313,40 +332,32 @@ impl Model {
             seconds: end - start,
             quantity: Decimal::ZERO,
             unit_price: None,
-            rate_card: card.id(),
-            amount: Money::new(Decimal::ZERO, card.currency),
-            description: String::new(),
+            rate_card: self.book.card_id(card_index).to_string(),
+            amount: Money::new(Decimal::ZERO, self.card(card_index).currency),
+            note: String::new(),
         }
     }
 
-    fn usage_line(&self, lease: &LeaseModel, piece: &Piece) -> Result<(BillLine, Decimal)> {
-        let card = self.card(piece.card);
-        let seconds = piece.end - piece.start;
-        let exact = exact_charge(
-            piece.quantity,
-            piece.unit_price,
-            seconds,
-            &format!("usage of lease {}", lease.admitted.lease),
-        )?;
-        let amount = round_line(exact, card.line_precision());
-        let mut line = Self::line_template(lease, LineKind::Usage, card, piece.start, piece.end);
+    /// The exact and the rounded charge of a piece.
+    fn piece_charge(&self, lease: &LeaseModel, piece: &Piece) -> Result<(Decimal, Decimal)> {
+        let exact = exact_charge(piece.quantity, piece.unit_price, piece.end - piece.start)
+            .ok_or_else(|| overflow(&format!("usage of lease {}", lease.admitted.lease)))?;
+        Ok((
+            exact,
+            round_line(exact, self.card(piece.card).line_precision()),
+        ))
+    }
+
+    fn usage_line(&self, lease: &LeaseModel, piece: &Piece) -> Result<BillLine> {
+        let currency = self.card(piece.card).currency;
+        let (_, amount) = self.piece_charge(lease, piece)?;
+        let mut line =
+            self.line_template(lease, LineKind::Usage, piece.card, piece.start, piece.end);
         line.resource = Some(piece.resource);
         line.quantity = piece.quantity;
-        line.unit_price = Some(Money::new(piece.unit_price, card.currency));
-        line.amount = Money::new(amount, card.currency);
-        line.description = format!(
-            "{} {} {} x {} s at {} {} per {}-hour ({}, {})",
-            piece.resource,
-            piece.quantity,
-            piece.resource.unit(),
-            seconds,
-            piece.unit_price,
-            card.currency,
-            piece.resource.unit(),
-            lease.admitted.class,
-            card.id()
-        );
-        Ok((line, exact))
+        line.unit_price = Some(Money::new(piece.unit_price, currency));
+        line.amount = Money::new(amount, currency);
+        Ok(line)
     }
 
     /// Lines of one lease in `period` as known at `as_of`, without corrections.
@@ -360,7 +371,7 @@ impl Model {
         let from = period.start.timestamp();
         let to = period.end.timestamp().min(as_of);
         for piece in self.pieces(lease, period.cycle, from, to)? {
-            out.push(self.usage_line(lease, &piece)?.0);
+            out.push(self.usage_line(lease, &piece)?);
         }
         let Some((end, reason)) = lease.end else {
             return Ok(());
@@ -377,27 +388,28 @@ impl Model {
         // its rounded usage lines over its whole life.
         let lifetime = self.pieces(lease, period.cycle, first_bound, end)?;
         if let Some(first) = lifetime.first() {
-            let card = self.card(self.book.card_at(pool, first.start).unwrap_or(first.card));
+            let card_index = self.book.card_at(pool, first.start).unwrap_or(first.card);
+            let card = self.card(card_index);
             if let Some(minimum) = card.minimum_charge_per_lease {
                 let mut billed = Decimal::ZERO;
                 for piece in &lifetime {
-                    billed += self.usage_line(lease, piece)?.0.amount.amount;
+                    billed += self.piece_charge(lease, piece)?.1;
                 }
                 if billed < minimum {
                     let top_up = round_line(minimum - billed, card.line_precision());
-                    let mut line = Self::line_template(
+                    let mut line = self.line_template(
                         lease,
                         LineKind::MinimumCharge,
-                        card,
+                        card_index,
                         first.start.max(from),
                         end,
                     );
                     line.amount = Money::new(top_up, card.currency);
-                    line.description = format!(
+                    line.note = format!(
                         "minimum charge {minimum} {} per lease; usage billed {billed} {} ({})",
                         card.currency,
                         card.currency,
-                        card.id()
+                        self.book.card_id(card_index)
                     );
                     out.push(line);
                 }
@@ -428,7 +440,8 @@ impl Model {
                 let mut term_cost = Decimal::ZERO;
                 for resource in Resource::ALL {
                     let price = card.unit_price(LeaseClass::Reserved, resource, None);
-                    term_cost += exact_charge(held.get(resource), price, planned - end, &what)?;
+                    term_cost += exact_charge(held.get(resource), price, planned - end)
+                        .ok_or_else(|| overflow(&what))?;
                 }
                 let exact = term_cost
                     .checked_mul(*percent)
@@ -452,7 +465,7 @@ impl Model {
                 let start = notice.max(first_bound);
                 let mut exact = Decimal::ZERO;
                 for piece in self.pieces(lease, period.cycle, start, end)? {
-                    exact += self.usage_line(lease, &piece)?.1;
+                    exact += self.piece_charge(lease, &piece)?.0;
                 }
                 (
                     start,
@@ -468,10 +481,15 @@ impl Model {
         };
         let credit = round_line(-exact, card.line_precision());
         if !credit.is_zero() {
-            let mut line =
-                Self::line_template(lease, LineKind::SlaCredit, card, credit_from, credit_to);
+            let mut line = self.line_template(
+                lease,
+                LineKind::SlaCredit,
+                card_index,
+                credit_from,
+                credit_to,
+            );
             line.amount = Money::new(credit, card.currency);
-            line.description = description;
+            line.note = description;
             out.push(line);
         }
         Ok(())
@@ -562,7 +580,6 @@ impl Model {
                     continue;
                 }
                 let mut line = template;
-                line.description = format!("correction for {label}: {}", line.description);
                 line.correction_of = Some(label.clone());
                 line.seconds = seconds;
                 line.amount.amount = amount;

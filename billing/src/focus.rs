@@ -206,7 +206,7 @@ fn row(bill: &Bill, line: &BillLine, opts: &FocusOptions) -> FocusRow {
         ),
     );
     set("ChargeClass", correction.then(|| "Correction".to_string()));
-    set("ChargeDescription", Some(line.description.clone()));
+    set("ChargeDescription", Some(line.description()));
     set(
         "ChargeFrequency",
         Some(

@@ -320,6 +320,7 @@ pub(crate) type CardTimeline = Vec<(i64, Option<usize>)>;
 #[derive(Debug, Default)]
 pub struct RateBook {
     cards: Vec<RateCard>,
+    ids: Vec<String>,
     timelines: HashMap<String, CardTimeline>,
 }
 
@@ -339,8 +340,10 @@ impl RateBook {
                 });
             }
         }
+        let ids = cards.iter().map(RateCard::id).collect();
         Ok(RateBook {
             cards,
+            ids,
             timelines: HashMap::new(),
         })
     }
@@ -353,6 +356,11 @@ impl RateBook {
     /// Card by index.
     pub(crate) fn card(&self, index: usize) -> &RateCard {
         &self.cards[index]
+    }
+
+    /// `name@version` of a card by index, computed once.
+    pub(crate) fn card_id(&self, index: usize) -> &str {
+        &self.ids[index]
     }
 
     /// Builds (once) the timeline of `pool`.
