@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use kube::core::Rule;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -39,8 +40,7 @@ pub struct CapacityPoolSpec {
     /// Labels a node must have to belong to the pool, like a pod's nodeSelector
     /// (for example offpeak.dev/pool: general). At least one, at most 16.
     #[schemars(extend("minProperties" = 1, "maxProperties" = 16))]
-    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 317 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$'))")
-        .message("spec.nodeSelector keys must be label keys such as offpeak.dev/pool or kubernetes.io/arch"))]
+    #[x_kube(validation = label_keys("spec.nodeSelector"))]
     pub node_selector: BTreeMap<String, LabelValue>,
     /// Named kinds of node in the pool, for leases that ask for a node count of a class
     /// (spec.nodes.class of a CapacityLease). At most 16, names unique.
@@ -84,8 +84,14 @@ fn default_true() -> bool {
     true
 }
 
+/// A rule that every key of a map is a label key, such as `offpeak.dev/pool`.
+fn label_keys(what: &str) -> Rule {
+    Rule::new("self.all(k, k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))")
+        .message(format!("{what} keys must be label keys such as offpeak.dev/pool or node.kubernetes.io/instance-type").as_str())
+}
+
 /// A kind of node within a pool.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeClass {
     /// Name of the class, used by leases, such as gpu-a100.
@@ -93,6 +99,7 @@ pub struct NodeClass {
     /// Labels that pick the class's nodes among the pool's, such as
     /// node.kubernetes.io/instance-type: p4d.24xlarge. At least one, at most 16.
     #[schemars(extend("minProperties" = 1, "maxProperties" = 16))]
+    #[x_kube(validation = label_keys("spec.nodeClasses[].nodeSelector"))]
     pub node_selector: BTreeMap<String, LabelValue>,
 }
 

@@ -303,6 +303,16 @@ fn pool_rules() {
         "spec.nodeSelector",
         "label keys",
     );
+    assert_refused(
+        pool,
+        &patched(
+            file,
+            json!({"spec": {"nodeClasses": [{"name": "big", "nodeSelector": {"instance type": "x"}}]}}),
+        ),
+        None,
+        "spec.nodeClasses[0].nodeSelector",
+        "label keys",
+    );
 }
 
 #[test]
