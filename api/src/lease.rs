@@ -23,7 +23,6 @@ use crate::units::{GoDuration, Quantity, Timestamp, at_most, duration_range, pos
     status = "CapacityLeaseStatus",
     derive = "PartialEq",
     shortname = "cl",
-    shortname = "lease",
     category = "offpeak",
     doc = "A tenant's request to rent whole nodes of a capacity pool for a term, Spot or Reserved.",
     printcolumn(name = "Class", type_ = "string", json_path = ".spec.class"),
