@@ -5,6 +5,29 @@
 //! their namespaces; [`UsageBill`] is written by the operator only. The API server
 //! validates them with their OpenAPI schemas and CEL rules, so a wrong manifest is refused
 //! at `kubectl apply` with a message that names the field.
+//!
+//! # What the schema cannot check
+//!
+//! CRD validation sees one object at a time, without the clock, the request's user or
+//! namespace, and only on create and update. These rules live elsewhere:
+//!
+//! - References to other objects: a lease's pool exists, the tenant owning the namespace
+//!   may use it (`Tenant.spec.allowedPools`), `spec.nodes.class` is one of the pool's node
+//!   classes; a reservation's or rate card's pools exist; no namespace belongs to two
+//!   tenants. The operator checks them and reports a condition (a lease goes `Rejected`).
+//! - Anything relative to now: a lease's `endTime` or a window already in the past. CRD
+//!   CEL has no `now()`; the operator rejects such a lease.
+//! - A lease's `offpeak.dev/lease` node label is `<namespace>.<name>`, at most 63
+//!   characters; CEL on a custom resource sees `metadata.name` but not its namespace, so
+//!   the schema bounds the name only. The operator must shorten or refuse longer pairs
+//!   (or a ValidatingAdmissionPolicy, which sees the namespace, can refuse them).
+//! - Who may write: only the operator writes `UsageBill`s and status (RBAC), and deleting a
+//!   finalized bill is a DELETE, which CEL never sees (RBAC, or a finalizer).
+//! - Across objects: two rate cards for one pool from the same instant, and the totals of
+//!   a bill equalling the sum of its lines (decimal arithmetic CEL does not have); the
+//!   billing crate checks both.
+//! - The currency of a Spot lease's `maxPricePerHour` is the currency of the rate card in
+//!   force for its pool, which the lease does not name; the operator compares them.
 
 // Repeated `printcolumn(type_ = "string", ..)` arguments inside `#[kube(..)]` are separate
 // columns, not duplicated attributes.
