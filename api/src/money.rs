@@ -2,7 +2,7 @@
 //!
 //! Amounts are strings so that `4.50` stays `4.50` from the YAML a person writes to the
 //! bill the operator computes. The precision a currency allows is checked with CEL
-//! ([`precision_rule`]), since it depends on another field.
+//! on the object holding both the amount and its currency, since one depends on the other.
 
 use kube::core::{Reason, Rule};
 use schemars::JsonSchema;
