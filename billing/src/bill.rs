@@ -177,6 +177,27 @@ struct Piece {
     card: usize,
 }
 
+/// The order of lines on a bill: regular lines before corrections, then by lease,
+/// kind, resource and time.
+fn line_order(a: &BillLine, b: &BillLine) -> std::cmp::Ordering {
+    (
+        &a.correction_of,
+        &a.lease,
+        a.kind,
+        a.resource,
+        a.start,
+        a.end,
+    )
+        .cmp(&(
+            &b.correction_of,
+            &b.lease,
+            b.kind,
+            b.resource,
+            b.start,
+            b.end,
+        ))
+}
+
 fn instant(at: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(at, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
@@ -498,7 +519,9 @@ impl Model {
     fn regular_lines(&self, tenant: &str, period: &Period, as_of: i64) -> Result<Vec<BillLine>> {
         let mut lines = Vec::new();
         for &i in self.tenants.get(tenant).map(Vec::as_slice).unwrap_or(&[]) {
+            let first = lines.len();
             self.lease_lines(&self.leases[i], period, as_of, &mut lines)?;
+            lines[first..].sort_by(line_order);
         }
         Ok(lines)
     }
@@ -600,26 +623,12 @@ impl Model {
         finalized: &[Bill],
     ) -> Result<Bill> {
         let as_of = as_of.min(period.end);
+        // Regular lines come sorted (leases in id order, each lease's lines sorted);
+        // corrections follow, sorted the same way.
         let mut lines = self.regular_lines(tenant, &period, as_of.timestamp())?;
-        lines.extend(self.corrections(tenant, &period, finalized)?);
-        lines.sort_by(|a, b| {
-            (
-                &a.correction_of,
-                &a.lease,
-                a.kind,
-                a.resource,
-                a.start,
-                a.end,
-            )
-                .cmp(&(
-                    &b.correction_of,
-                    &b.lease,
-                    b.kind,
-                    b.resource,
-                    b.start,
-                    b.end,
-                ))
-        });
+        let mut corrections = self.corrections(tenant, &period, finalized)?;
+        corrections.sort_by(line_order);
+        lines.extend(corrections);
         let currency = match lines.first() {
             Some(line) => line.amount.currency,
             None => self

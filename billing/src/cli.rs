@@ -144,7 +144,7 @@ pub fn read_input(input: &FactsInput) -> Result<Vec<Fact>, BillingError> {
         for card in read_rate_cards(path)? {
             facts.push(Fact {
                 key: format!("ratecard/{}", card.id()),
-                body: FactBody::RateCard(RateCardPublished { rate_card: card }),
+                body: FactBody::RateCard(Box::new(RateCardPublished { rate_card: card })),
             });
         }
     }

@@ -14,7 +14,10 @@
 //! - amounts are not negative, utilisation lies in 0..1, rate cards are valid and two
 //!   cards never take effect for the same pool at the same instant.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
+use foldhash::HashMapExt;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -42,7 +45,7 @@ pub struct Fact {
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum FactBody {
     /// A lease was admitted.
-    LeaseAdmitted(LeaseAdmitted),
+    LeaseAdmitted(Box<LeaseAdmitted>),
     /// Capacity was bound to a lease from an instant on.
     CapacityBound(CapacityBound),
     /// The tenant was given notice that the lease will be reclaimed.
@@ -52,7 +55,7 @@ pub enum FactBody {
     /// Utilisation of a pool changed (it moves the spot price).
     PoolUtilisation(PoolUtilisation),
     /// A rate card version was published.
-    RateCard(RateCardPublished),
+    RateCard(Box<RateCardPublished>),
 }
 
 /// A lease was admitted.
@@ -344,7 +347,7 @@ impl FactSet {
     pub fn admission(&self, lease: &str) -> Option<(&str, &LeaseAdmitted)> {
         let key = self.admissions.get(lease)?;
         match &self.facts.get(key)?.body {
-            FactBody::LeaseAdmitted(f) => Some((key.as_str(), f)),
+            FactBody::LeaseAdmitted(f) => Some((key.as_str(), &**f)),
             _ => None,
         }
     }
@@ -609,7 +612,7 @@ impl Model {
                 FactBody::LeaseAdmitted(f) => {
                     index.insert(&f.lease, leases.len());
                     leases.push(LeaseModel {
-                        admitted: f.clone(),
+                        admitted: (**f).clone(),
                         capacity: Vec::new(),
                         notice: None,
                         end: None,

@@ -54,7 +54,7 @@ pub fn card(version: &str, from: &str) -> RateCard {
 pub fn card_fact(card: RateCard) -> Fact {
     Fact {
         key: format!("ratecard/{}", card.id()),
-        body: FactBody::RateCard(RateCardPublished { rate_card: card }),
+        body: FactBody::RateCard(Box::new(RateCardPublished { rate_card: card })),
     }
 }
 
@@ -71,7 +71,7 @@ pub fn admit_planned(
 ) -> Fact {
     Fact {
         key: format!("{lease}/admitted"),
-        body: FactBody::LeaseAdmitted(LeaseAdmitted {
+        body: FactBody::LeaseAdmitted(Box::new(LeaseAdmitted {
             lease: lease.into(),
             tenant: tenant.into(),
             pool: "general".into(),
@@ -82,7 +82,7 @@ pub fn admit_planned(
             region: None,
             region_name: None,
             tags: Default::default(),
-        }),
+        })),
     }
 }
 
