@@ -628,7 +628,10 @@ async fn apply_decision(
                 "Admitted",
                 format!(
                     "admitted and {message}; ends at {}",
-                    request.term.end.to_rfc3339()
+                    request
+                        .term
+                        .end
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                 ),
             )
             .await;

@@ -304,8 +304,12 @@ fn never_fits(pool: &PoolSnapshot, lease: &LeaseRequest) -> Option<Decision> {
                     "peak reservation {} lets pool {} lend at most {limit} node(s) from {} to {}, within this Reserved lease's term; it needs {needed}",
                     reservation.name,
                     pool.name,
-                    window.start.to_rfc3339(),
-                    window.end.to_rfc3339()
+                    window
+                        .start
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    window
+                        .end
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                 ),
             });
         }
@@ -347,7 +351,7 @@ fn term_conflict(pool: &PoolSnapshot, lease: &LeaseRequest, nodes: usize) -> Opt
             };
             return Some(format!(
                 "at {} pool {}: {why}, Reserved leases hold {held} and this lease needs {nodes}",
-                at.to_rfc3339(),
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 pool.name
             ));
         }
@@ -518,8 +522,7 @@ mod tests {
                 message,
             } => {
                 assert!(
-                    message.contains("black-friday")
-                        && message.contains("2026-11-27T00:00:00+00:00"),
+                    message.contains("black-friday") && message.contains("2026-11-27T00:00:00Z"),
                     "{message}"
                 );
             }
