@@ -11,7 +11,7 @@ use crate::error::{BillingError, Result};
 /// ISO 4217 codes this crate accepts, with their number of minor-unit digits
 /// (the exponent of the ISO table). Kept short on purpose: a code we do not list is
 /// refused rather than guessed, since a wrong exponent mis-rounds every line.
-const CURRENCIES: &[(&str, u32)] = &[
+pub const CURRENCIES: &[(&str, u32)] = &[
     ("AED", 2),
     ("ARS", 2),
     ("AUD", 2),

@@ -130,3 +130,16 @@ pub fn cost_so_far(
         card.line_precision(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_api_accepts_exactly_the_currencies_billing_can_round() {
+        // Two crates keep the list (the API must not depend on the ledger's crate): they
+        // must agree code for code and digit for digit.
+        assert_eq!(
+            offpeak_api::money::CURRENCIES,
+            offpeak_billing::money::CURRENCIES
+        );
+    }
+}

@@ -9,13 +9,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodTemplateSpec, ServiceAccount};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::Client;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use offpeak_api::{CapacityLease, CapacityPool, LeasePhase, RateCard, Tenant};
 use offpeak_testenv::{ControlPlane, NodeSpec};
+use offpeak_tests::{deployment, eventually, wait_running};
 use serde_json::json;
 
 const POOL_NODES: usize = 50;
@@ -25,52 +25,12 @@ fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> anyhow
     Ok(serde_json::from_value(value)?)
 }
 
-fn deployment(name: &str) -> Deployment {
-    let app = BTreeMap::from([("app".to_string(), name.to_string())]);
-    Deployment {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        spec: Some(DeploymentSpec {
-            replicas: Some(REPLICAS),
-            selector: LabelSelector {
-                match_labels: Some(app.clone()),
-                ..Default::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(app),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![Container {
-                        name: "app".into(),
-                        image: Some("app:1".into()),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-            },
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-async fn until<F, Fut>(what: &str, mut done: F) -> anyhow::Result<Duration>
+async fn until<F, Fut>(what: &str, done: F) -> anyhow::Result<Duration>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<bool>>,
 {
-    let start = Instant::now();
-    while !done().await? {
-        if start.elapsed() > Duration::from_secs(120) {
-            anyhow::bail!("{what} took over 120 s");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(start.elapsed())
+    eventually(what, Duration::from_secs(120), done).await
 }
 
 /// Creates the deployment and returns how long until all its pods run.
@@ -78,19 +38,14 @@ async fn deploy_and_wait(client: &Client, namespace: &str, name: &str) -> anyhow
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let start = Instant::now();
     Api::<Deployment>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &deployment(name))
+        .create(&PostParams::default(), &deployment(name, REPLICAS, None))
         .await?;
-    let selector = format!("app={name}");
-    until(&format!("{namespace}/{name} running"), || async {
-        let running = pods
-            .list(&ListParams::default().labels(&selector))
-            .await?
-            .items
-            .iter()
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .count();
-        Ok(running == REPLICAS as usize)
-    })
+    wait_running(
+        &pods,
+        &format!("app={name}"),
+        REPLICAS as usize,
+        Duration::from_secs(120),
+    )
     .await?;
     Ok(start.elapsed())
 }

@@ -6,15 +6,13 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{
-    Container, Namespace, Pod, PodSpec, PodTemplateSpec, Taint, Toleration,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec, Taint, Toleration};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use offpeak::admission::{self, WebhookTls, policy::WebhookEndpoint};
 use offpeak::names::{TENANT, TENANT_PRIORITY, TENANT_PRIORITY_CLASS};
 use offpeak_testenv::{ControlPlane, NodeSpec};
+use offpeak_tests::{deployment, node_of, wait_running};
 use tokio::sync::OnceCell;
 
 type TestResult = anyhow::Result<()>;
@@ -218,63 +216,17 @@ async fn deployment_nodes(
     replicas: i32,
 ) -> anyhow::Result<Vec<Pod>> {
     let client = plane.client().await?;
-    let app = labels(&[("app", name)]);
-    let deployment = Deployment {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        spec: Some(DeploymentSpec {
-            replicas: Some(replicas),
-            selector: LabelSelector {
-                match_labels: Some(app.clone()),
-                ..Default::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(app),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![container()],
-                    ..Default::default()
-                }),
-            },
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
     Api::<Deployment>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &deployment)
+        .create(&PostParams::default(), &deployment(name, replicas, None))
         .await?;
     let pods: Api<Pod> = Api::namespaced(client, namespace);
-    let selector = format!("app={name}");
-    let running = tokio::time::timeout(Duration::from_secs(90), async {
-        loop {
-            let list = pods.list(&ListParams::default().labels(&selector)).await?;
-            let running: Vec<Pod> = list
-                .items
-                .into_iter()
-                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-                .collect();
-            if running.len() == replicas as usize {
-                return anyhow::Ok(running);
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    })
+    wait_running(
+        &pods,
+        &format!("app={name}"),
+        replicas as usize,
+        Duration::from_secs(90),
+    )
     .await
-    .map_err(|_| {
-        anyhow::anyhow!("{namespace}/{name}: {replicas} pods did not all run within 90s")
-    })??;
-    Ok(running)
-}
-
-fn node_of(pod: &Pod) -> String {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.node_name.clone())
-        .unwrap_or_default()
 }
 
 #[tokio::test]

@@ -9,14 +9,13 @@ use k8s_openapi::api::admissionregistration::v1::{
     MatchResources, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
     ValidatingAdmissionPolicyBindingSpec, ValidatingAdmissionPolicySpec, Validation,
 };
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, Namespace, Pod, PodSpec, PodTemplateSpec, Secret,
-};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Pod, PodSpec, Secret};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use offpeak_testenv::{ControlPlane, NodeSpec, Options};
+use offpeak_tests::{deployment, node_of, wait_running};
 
 type TestResult = anyhow::Result<()>;
 
@@ -115,53 +114,17 @@ async fn deployment_pods_are_scheduled_and_run_on_kwok_nodes() -> TestResult {
         .await?;
     plane.create_namespace("harness-deploy").await?;
     let client = plane.client().await?;
-    let app = labels(&[("app", "web")]);
-    let deployment = Deployment {
-        metadata: meta("web"),
-        spec: Some(DeploymentSpec {
-            replicas: Some(3),
-            selector: LabelSelector {
-                match_labels: Some(app.clone()),
-                ..Default::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(app),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    node_selector: Some(labels(&[("offpeak.dev/test", "deploy")])),
-                    ..pod_spec("registry.example/web:1")
-                }),
-            },
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let web = deployment("web", 3, Some(labels(&[("offpeak.dev/test", "deploy")])));
     Api::<Deployment>::namespaced(client.clone(), "harness-deploy")
-        .create(&PostParams::default(), &deployment)
+        .create(&PostParams::default(), &web)
         .await?;
 
     // The deployment controller makes a ReplicaSet, the ReplicaSet controller pods, the
     // scheduler binds them, and kwok runs them.
     let pods: Api<Pod> = Api::namespaced(client, "harness-deploy");
-    let running = tokio::time::timeout(Duration::from_secs(90), async {
-        loop {
-            let list = pods.list(&ListParams::default().labels("app=web")).await?;
-            let running: Vec<Pod> = list
-                .items
-                .into_iter()
-                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-                .collect();
-            if running.len() == 3 {
-                return anyhow::Ok(running);
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    })
-    .await??;
+    let running = wait_running(&pods, "app=web", 3, Duration::from_secs(90)).await?;
     for pod in running {
-        let node = pod.spec.and_then(|s| s.node_name).unwrap_or_default();
+        let node = node_of(&pod);
         assert!(
             nodes.contains(&node),
             "pod scheduled on {node:?}, not one of {nodes:?}"

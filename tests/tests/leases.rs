@@ -6,16 +6,16 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    Container, Event, Node, Pod, PodSpec, PodTemplateSpec, ResourceQuota, ServiceAccount,
+    Container, Event, Node, Pod, PodSpec, ResourceQuota, ServiceAccount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::{Client, ResourceExt};
 use offpeak::names::{LEASE, TENANT};
 use offpeak_api::{CapacityLease, CapacityPool, LeasePhase, PeakReservation, RateCard, Tenant};
 use offpeak_testenv::{ControlPlane, NodeSpec};
+use offpeak_tests::{deployment, node_of, wait_running};
 use serde_json::json;
 use tokio::sync::OnceCell;
 
@@ -120,26 +120,15 @@ fn lease(name: &str, pool: &str, class: &str, cpu: &str, duration: &str) -> Capa
     }))
 }
 
-async fn eventually<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
+/// Polls `check` until it holds, for at most [`WAIT`].
+async fn eventually<F, Fut>(what: &str, check: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<bool>>,
 {
-    let start = std::time::Instant::now();
-    loop {
-        match check().await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(e) if start.elapsed() > WAIT => {
-                return Err(e.context(format!("waiting for {what}")));
-            }
-            Err(_) => {}
-        }
-        if start.elapsed() > WAIT {
-            anyhow::bail!("{what} did not happen within {WAIT:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    offpeak_tests::eventually(what, WAIT, check)
+        .await
+        .map(|_| ())
 }
 
 /// Waits until the lease reaches `phase` and returns it.
@@ -217,57 +206,12 @@ async fn a_lease_is_admitted_bound_confined_and_returned_with_quota_following() 
     .await?;
 
     // The tenant's pods land on its nodes, with no placement of its own.
-    let app = BTreeMap::from([("app".to_string(), "render".to_string())]);
-    let deployment = Deployment {
-        metadata: ObjectMeta {
-            name: Some("render".into()),
-            ..Default::default()
-        },
-        spec: Some(DeploymentSpec {
-            replicas: Some(4),
-            selector: LabelSelector {
-                match_labels: Some(app.clone()),
-                ..Default::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(app),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![Container {
-                        name: "render".into(),
-                        image: Some("render:1".into()),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-            },
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
     Api::<Deployment>::namespaced(alice.clone(), "acme-a")
-        .create(&PostParams::default(), &deployment)
+        .create(&PostParams::default(), &deployment("render", 4, None))
         .await?;
     let pods: Api<Pod> = Api::namespaced(admin.clone(), "acme-a");
-    eventually("4 render pods Running", || async {
-        let running = pods
-            .list(&ListParams::default().labels("app=render"))
-            .await?
-            .items
-            .into_iter()
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .count();
-        Ok(running == 4)
-    })
-    .await?;
-    for pod in pods
-        .list(&ListParams::default().labels("app=render"))
-        .await?
-        .items
-    {
-        let node = pod.spec.and_then(|s| s.node_name).unwrap_or_default();
+    for pod in wait_running(&pods, "app=render", 4, WAIT).await? {
+        let node = node_of(&pod);
         assert!(
             bound.contains(&node),
             "pod on {node}, not on the lease's nodes {bound:?}"
