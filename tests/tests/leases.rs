@@ -25,16 +25,33 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// The shared control plane with the operator running beside it.
 async fn operator() -> anyhow::Result<&'static ControlPlane> {
-    static STARTED: OnceCell<()> = OnceCell::const_new();
+    Ok(operator_with_metrics().await?.0)
+}
+
+/// The same, with the address of the operator's metrics endpoint.
+async fn operator_with_metrics() -> anyhow::Result<(&'static ControlPlane, std::net::SocketAddr)> {
+    static STARTED: OnceCell<std::net::SocketAddr> = OnceCell::const_new();
     let plane = ControlPlane::shared().await?;
-    STARTED
+    let metrics = STARTED
         .get_or_try_init(|| async {
             offpeak::local::start(plane, Duration::from_secs(5))
                 .await
-                .map(|_| ())
+                .map(|o| o.metrics)
         })
         .await?;
-    Ok(plane)
+    Ok((plane, *metrics))
+}
+
+/// The operator's `/metrics` text.
+async fn scrape(addr: std::net::SocketAddr) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: offpeak\r\n\r\n")
+        .await?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await?;
+    Ok(body)
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
@@ -487,5 +504,65 @@ async fn malformed_or_missing_references_become_conditions_and_events() -> TestR
     // The operator keeps serving: the lease above still has its condition.
     assert_eq!(admitted(&leases.get("nowhere").await?).0, "PoolNotFound");
     assert!(pools.get("lease-e-bare").await?.name_any() == "lease-e-bare");
+    Ok(())
+}
+
+#[tokio::test]
+async fn tenant_limits_hold_leases_back_with_their_reason_and_metrics_count_them() -> TestResult {
+    let (plane, metrics) = operator_with_metrics().await?;
+    pool_with_nodes(plane, "lease-f", 2).await?;
+    pool_with_nodes(plane, "lease-f-other", 1).await?;
+    // Credit limit 1000 USD; a Spot lease's worst case is maxPricePerHour 4.50 x its term.
+    let user = tenant(plane, "acme-f", &["lease-f"]).await?;
+    let leases: Api<CapacityLease> = Api::namespaced(user, "acme-f");
+
+    leases
+        .create(
+            &PostParams::default(),
+            &lease("elsewhere", "lease-f-other", "Spot", "16", "1h"),
+        )
+        .await?;
+    let rejected = wait_phase(&leases, "elsewhere", LeasePhase::Rejected).await?;
+    let (reason, message) = admitted(&rejected);
+    assert_eq!(reason, "PoolNotAllowed");
+    assert!(
+        message.contains("may lease from pools [lease-f], not lease-f-other"),
+        "{message}"
+    );
+
+    // 300 h at up to 4.50 an hour is 1350, above the 1000 limit.
+    leases
+        .create(
+            &PostParams::default(),
+            &lease("too-long", "lease-f", "Spot", "16", "300h"),
+        )
+        .await?;
+    eventually("CreditLimit on the lease", || async {
+        let l = leases.get("too-long").await?;
+        Ok(
+            l.status.as_ref().and_then(|s| s.phase) == Some(LeasePhase::Pending)
+                && admitted(&l).0 == "CreditLimit",
+        )
+    })
+    .await?;
+    let (_, message) = admitted(&leases.get("too-long").await?);
+    assert!(message.contains("above the credit limit 1000"), "{message}");
+
+    eventually("the leases gauge to count rejected Spot leases", || async {
+        Ok(scrape(metrics)
+            .await?
+            .lines()
+            .any(|l| l.starts_with("offpeak_leases{class=\"Spot\",phase=\"Rejected\"}")))
+    })
+    .await?;
+    let text = scrape(metrics).await?;
+    assert!(
+        text.contains("offpeak_reconciles_total{controller=\"pool\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("offpeak_pool_nodes{pool=\"lease-f\",state=\"total\"} 2"),
+        "{text}"
+    );
     Ok(())
 }

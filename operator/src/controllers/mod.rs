@@ -134,6 +134,32 @@ fn slim_pod(pod: &mut Pod) {
     }
 }
 
+/// Keeps the `offpeak_leases{phase,class}` gauge equal to the leases in the cache.
+async fn count_leases(ctx: Arc<Context>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let mut counts: std::collections::BTreeMap<(String, String), i64> = Default::default();
+        for lease in ctx.stores.leases.state() {
+            let phase = lease
+                .status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .map_or("Pending".to_string(), |p| format!("{p:?}"));
+            *counts
+                .entry((phase, format!("{:?}", lease.spec.class)))
+                .or_default() += 1;
+        }
+        ctx.metrics.leases.reset();
+        for ((phase, class), count) in counts {
+            ctx.metrics
+                .leases
+                .with_label_values(&[&phase, &class])
+                .set(count);
+        }
+    }
+}
+
 /// Runs every controller until the process ends.
 pub async fn run(
     client: Client,
@@ -232,7 +258,8 @@ pub async fn run(
         tokio::join!(
             pool::run(ctx.clone(), changed_rx),
             lease::run(ctx.clone()),
-            tenant::run(ctx.clone())
+            tenant::run(ctx.clone()),
+            count_leases(ctx.clone())
         );
         anyhow::Ok(())
     };
