@@ -369,27 +369,16 @@ async fn update_idle_clocks(
 ) -> Result<()> {
     let api: Api<Node> = Api::all(ctx.client.clone());
     for (name, (node, state, _)) in states {
-        let want = state
-            .idle_since()
-            .map(|t| observe::timestamp(t).to_string());
-        let have = node.annotations().get(IDLE_SINCE).cloned();
-        // An existing clock that parses to the same instant is kept as written.
-        let same = match (&want, &have) {
-            (Some(w), Some(h)) => {
-                observe::idle_since(node)
-                    .map(|t| observe::timestamp(t).to_string())
-                    .as_ref()
-                    == Some(w)
-                    || w == h
-            }
-            (None, None) => true,
-            _ => false,
-        };
-        if !same {
-            let patch = json!({"metadata": {"annotations": {IDLE_SINCE: want}}});
-            api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
-                .await?;
+        let want = state.idle_since();
+        let written = node.annotations().contains_key(IDLE_SINCE);
+        // Unchanged: the clock reads as the instant wanted, or there is none and none is wanted.
+        if observe::idle_since(node) == want && (want.is_some() || !written) {
+            continue;
         }
+        let value = want.map(|t| observe::timestamp(t).to_string());
+        let patch = json!({"metadata": {"annotations": {IDLE_SINCE: value}}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
     }
     Ok(())
 }
