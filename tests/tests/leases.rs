@@ -566,3 +566,44 @@ async fn tenant_limits_hold_leases_back_with_their_reason_and_metrics_count_them
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_lease_ends_at_its_term_and_its_nodes_go_back() -> TestResult {
+    let plane = operator().await?;
+    let nodes = pool_with_nodes(plane, "lease-g", 1).await?;
+    let user = tenant(plane, "acme-g", &["lease-g"]).await?;
+    let admin = plane.client().await?;
+    let leases: Api<CapacityLease> = Api::namespaced(user, "acme-g");
+    // Whole seconds, as endTime is written.
+    let end =
+        chrono::SubsecRound::trunc_subsecs(chrono::Utc::now() + chrono::Duration::seconds(15), 0);
+    let mut short: CapacityLease = lease("short", "lease-g", "Spot", "16", "1h");
+    short.spec.duration = None;
+    short.spec.end_time = Some(offpeak_api::Timestamp::new(
+        end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    ));
+    leases.create(&PostParams::default(), &short).await?;
+    let active = wait_phase(&leases, "short", LeasePhase::Active).await?;
+    assert_eq!(
+        active.status.and_then(|s| s.ends_at).map(|t| t.to_string()),
+        Some(end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    );
+    let ended = wait_phase(&leases, "short", LeasePhase::Ended).await?;
+    assert!(chrono::Utc::now() >= end, "ended before its end time");
+    assert_eq!(admitted(&ended).0, "TermEnded");
+    let labels = Api::<Node>::all(admin.clone())
+        .get(&nodes[0])
+        .await?
+        .metadata
+        .labels
+        .unwrap_or_default();
+    assert!(
+        !labels.contains_key(LEASE),
+        "the node is still lent: {labels:?}"
+    );
+    eventually("the quota to drop back to 0", || async {
+        Ok(quota_cpu(&admin, "acme-g").await?.as_deref() == Some("0"))
+    })
+    .await?;
+    Ok(())
+}
