@@ -177,6 +177,22 @@ struct Piece {
     card: usize,
 }
 
+/// What a lease was billed for its pieces in one period, in the order they were cut.
+struct PeriodUsage {
+    /// Start and card of the first piece.
+    first: Option<(i64, usize)>,
+    /// Sum of the rounded amounts.
+    billed: Decimal,
+}
+
+/// The lines of one lease in one period, before they become [`BillLine`]s.
+struct LeaseLines {
+    /// Usage pieces with their rounded amounts, in line order.
+    usage: Vec<(Piece, Decimal)>,
+    /// Minimum charge and SLA credit lines, in line order.
+    other: Vec<BillLine>,
+}
+
 /// The order of lines on a bill: regular lines before corrections, then by lease,
 /// kind, resource and time.
 fn line_order(a: &BillLine, b: &BillLine) -> std::cmp::Ordering {
@@ -369,31 +385,54 @@ impl Model {
         ))
     }
 
-    fn usage_line(&self, lease: &LeaseModel, piece: &Piece) -> Result<BillLine> {
+    fn usage_line(&self, lease: &LeaseModel, piece: &Piece, amount: Decimal) -> BillLine {
         let currency = self.card(piece.card).currency;
-        let (_, amount) = self.piece_charge(lease, piece)?;
         let mut line =
             self.line_template(lease, LineKind::Usage, piece.card, piece.start, piece.end);
         line.resource = Some(piece.resource);
         line.quantity = piece.quantity;
         line.unit_price = Some(Money::new(piece.unit_price, currency));
         line.amount = Money::new(amount, currency);
-        Ok(line)
+        line
     }
 
-    /// Lines of one lease in `period` as known at `as_of`, without corrections.
-    fn lease_lines(
+    /// Lines of one lease in `period` as known at `as_of`, without corrections: the
+    /// usage pieces with their rounded amounts, in line order, and the other lines.
+    fn lease_lines(&self, lease: &LeaseModel, period: &Period, as_of: i64) -> Result<LeaseLines> {
+        let from = period.start.timestamp();
+        let to = period.end.timestamp().min(as_of);
+        let pieces = self.pieces(lease, period.cycle, from, to)?;
+        let mut period_usage = PeriodUsage {
+            first: pieces.first().map(|p| (p.start, p.card)),
+            billed: Decimal::ZERO,
+        };
+        let mut usage = Vec::with_capacity(pieces.len());
+        for piece in pieces {
+            let amount = self.piece_charge(lease, &piece)?.1;
+            period_usage.billed += amount;
+            usage.push((piece, amount));
+        }
+        // Usage lines sort by resource, then time (see `line_order`); pieces come in
+        // time order, so a stable sort by resource and start is enough.
+        usage.sort_by_key(|(p, _)| (p.resource, p.start, p.end));
+        let mut lines = LeaseLines {
+            usage,
+            other: Vec::new(),
+        };
+        self.end_lines(lease, period, as_of, &period_usage, &mut lines.other)?;
+        Ok(lines)
+    }
+
+    /// The minimum charge and SLA credit lines of a lease that ends in `period`.
+    fn end_lines(
         &self,
         lease: &LeaseModel,
         period: &Period,
         as_of: i64,
+        period_usage: &PeriodUsage,
         out: &mut Vec<BillLine>,
     ) -> Result<()> {
         let from = period.start.timestamp();
-        let to = period.end.timestamp().min(as_of);
-        for piece in self.pieces(lease, period.cycle, from, to)? {
-            out.push(self.usage_line(lease, &piece)?);
-        }
         let Some((end, reason)) = lease.end else {
             return Ok(());
         };
@@ -406,23 +445,38 @@ impl Model {
         let pool = lease.admitted.pool.as_str();
 
         // Minimum charge: settled in the period the lease ends in, against the sum of
-        // its rounded usage lines over its whole life.
-        let lifetime = self.pieces(lease, period.cycle, first_bound, end)?;
-        if let Some(first) = lifetime.first() {
-            let card_index = self.book.card_at(pool, first.start).unwrap_or(first.card);
+        // its rounded usage lines over its whole life. A lease whose whole life lies in
+        // the period was billed exactly the period's pieces: no need to price them again.
+        let lifetime = if from <= first_bound {
+            None
+        } else {
+            Some(self.pieces(lease, period.cycle, first_bound, end)?)
+        };
+        let first = match &lifetime {
+            None => period_usage.first,
+            Some(pieces) => pieces.first().map(|p| (p.start, p.card)),
+        };
+        if let Some((first_start, first_card)) = first {
+            let card_index = self.book.card_at(pool, first_start).unwrap_or(first_card);
             let card = self.card(card_index);
             if let Some(minimum) = card.minimum_charge_per_lease {
-                let mut billed = Decimal::ZERO;
-                for piece in &lifetime {
-                    billed += self.piece_charge(lease, piece)?.1;
-                }
+                let billed = match &lifetime {
+                    None => period_usage.billed,
+                    Some(pieces) => {
+                        let mut billed = Decimal::ZERO;
+                        for piece in pieces {
+                            billed += self.piece_charge(lease, piece)?.1;
+                        }
+                        billed
+                    }
+                };
                 if billed < minimum {
                     let top_up = round_line(minimum - billed, card.line_precision());
                     let mut line = self.line_template(
                         lease,
                         LineKind::MinimumCharge,
                         card_index,
-                        first.start.max(from),
+                        first_start.max(from),
                         end,
                     );
                     line.amount = Money::new(top_up, card.currency);
@@ -517,11 +571,25 @@ impl Model {
     }
 
     fn regular_lines(&self, tenant: &str, period: &Period, as_of: i64) -> Result<Vec<BillLine>> {
-        let mut lines = Vec::new();
-        for &i in self.tenants.get(tenant).map(Vec::as_slice).unwrap_or(&[]) {
-            let first = lines.len();
-            self.lease_lines(&self.leases[i], period, as_of, &mut lines)?;
-            lines[first..].sort_by(line_order);
+        let leases = self.tenants.get(tenant).map(Vec::as_slice).unwrap_or(&[]);
+        let planned = leases
+            .iter()
+            .map(|&i| {
+                let lease = &self.leases[i];
+                Ok((lease, self.lease_lines(lease, period, as_of)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Lines are large: allocate them once rather than growing and moving them.
+        let count = planned
+            .iter()
+            .map(|(_, l)| l.usage.len() + l.other.len())
+            .sum();
+        let mut lines = Vec::with_capacity(count);
+        for (lease, lease_lines) in planned {
+            for (piece, amount) in &lease_lines.usage {
+                lines.push(self.usage_line(lease, piece, *amount));
+            }
+            lines.extend(lease_lines.other);
         }
         Ok(lines)
     }
