@@ -23,9 +23,19 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-/// Installs the CRDs and starts the operator against `plane`. It runs until the process
-/// ends (the control plane's watcher cleans up after both).
+/// Installs the CRDs and starts the operator against `plane` as its admin. It runs until
+/// the process ends (the control plane's watcher cleans up after both).
 pub async fn start(plane: &ControlPlane, resync: Duration) -> anyhow::Result<LocalOperator> {
+    start_as(plane, plane.kubeconfig_path(), resync).await
+}
+
+/// The same, with the operator acting as the user of `kubeconfig` (to prove what RBAC it
+/// needs); the CRDs are still installed as the admin.
+pub async fn start_as(
+    plane: &ControlPlane,
+    kubeconfig: &std::path::Path,
+    resync: Duration,
+) -> anyhow::Result<LocalOperator> {
     plane.install_crds(&offpeak_api::crds()).await?;
     let webhook = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
     let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
@@ -46,7 +56,7 @@ pub async fn start(plane: &ControlPlane, resync: Duration) -> anyhow::Result<Loc
             ..Settings::default()
         },
     };
-    let kubeconfig = plane.kubeconfig_path().to_path_buf();
+    let kubeconfig = kubeconfig.to_path_buf();
     std::thread::Builder::new()
         .name("offpeak-operator".into())
         .spawn(move || {
