@@ -258,10 +258,21 @@ pub fn parse_facts(text: &str, file: &str) -> Result<Vec<Fact>> {
 /// A deduplicated, validated set of facts, in memory.
 #[derive(Debug, Default, Clone)]
 pub struct FactSet {
-    facts: HashMap<String, Fact>,
-    admissions: HashMap<String, String>,
-    ends: HashMap<String, String>,
-    rate_cards: HashMap<String, String>,
+    /// The facts, in the order they were first recorded.
+    facts: Vec<Fact>,
+    /// Index in `facts` by key.
+    by_key: HashMap<String, usize>,
+    /// Per fact, the ordinal of the lease it is about: compiling a model then needs
+    /// no lookup by lease id.
+    lease_of: Vec<Option<usize>>,
+    /// Ordinal of every lease id a fact names.
+    lease_ordinals: HashMap<String, usize>,
+    /// Per lease ordinal, the index of its admission.
+    admissions: Vec<Option<usize>>,
+    /// Per lease ordinal, the index of its end.
+    ends: Vec<Option<usize>>,
+    /// Index of each rate card by `name@version`.
+    rate_cards: HashMap<String, usize>,
 }
 
 /// What a batch did.
@@ -308,19 +319,41 @@ impl FactSet {
 
     /// Adds a fact already known to be valid (read back from the ledger).
     pub(crate) fn insert_unchecked(&mut self, fact: Fact) {
-        match &fact.body {
-            FactBody::LeaseAdmitted(f) => {
-                self.admissions.insert(f.lease.clone(), fact.key.clone());
+        let lease = fact.body.lease().map(|id| self.lease_ordinal(id));
+        let index = match self.by_key.get(&fact.key) {
+            Some(&index) => index,
+            None => {
+                self.by_key.insert(fact.key.clone(), self.facts.len());
+                self.facts.len()
             }
-            FactBody::LeaseEnded(f) => {
-                self.ends.insert(f.lease.clone(), fact.key.clone());
-            }
-            FactBody::RateCard(f) => {
-                self.rate_cards.insert(f.rate_card.id(), fact.key.clone());
+        };
+        match (&fact.body, lease) {
+            (FactBody::LeaseAdmitted(_), Some(lease)) => self.admissions[lease] = Some(index),
+            (FactBody::LeaseEnded(_), Some(lease)) => self.ends[lease] = Some(index),
+            (FactBody::RateCard(f), _) => {
+                self.rate_cards.insert(f.rate_card.id(), index);
             }
             _ => {}
         }
-        self.facts.insert(fact.key.clone(), fact);
+        if index == self.facts.len() {
+            self.facts.push(fact);
+            self.lease_of.push(lease);
+        } else {
+            self.facts[index] = fact;
+            self.lease_of[index] = lease;
+        }
+    }
+
+    /// The ordinal of lease `id`, given one if it is new.
+    fn lease_ordinal(&mut self, id: &str) -> usize {
+        if let Some(&ordinal) = self.lease_ordinals.get(id) {
+            return ordinal;
+        }
+        let ordinal = self.admissions.len();
+        self.lease_ordinals.insert(id.to_string(), ordinal);
+        self.admissions.push(None);
+        self.ends.push(None);
+        ordinal
     }
 
     /// Number of distinct facts.
@@ -335,31 +368,43 @@ impl FactSet {
 
     /// The fact under `key`.
     pub fn get(&self, key: &str) -> Option<&Fact> {
-        self.facts.get(key)
+        self.by_key.get(key).map(|&i| &self.facts[i])
     }
 
-    /// All facts, in no particular order.
+    /// All facts, in the order they were first recorded (bills do not depend on it).
     pub fn iter(&self) -> impl Iterator<Item = &Fact> {
-        self.facts.values()
+        self.facts.iter()
+    }
+
+    /// All facts, each with the ordinal of the lease it is about (below
+    /// [`FactSet::lease_count`]).
+    fn iter_with_lease(&self) -> impl Iterator<Item = (&Fact, Option<usize>)> {
+        self.facts.iter().zip(self.lease_of.iter().copied())
+    }
+
+    /// Number of distinct lease ids the facts name.
+    fn lease_count(&self) -> usize {
+        self.admissions.len()
     }
 
     /// The admission of `lease`.
     pub fn admission(&self, lease: &str) -> Option<(&str, &LeaseAdmitted)> {
-        let key = self.admissions.get(lease)?;
-        match &self.facts.get(key)?.body {
-            FactBody::LeaseAdmitted(f) => Some((key.as_str(), &**f)),
+        let fact = &self.facts[self.admissions[*self.lease_ordinals.get(lease)?]?];
+        match &fact.body {
+            FactBody::LeaseAdmitted(f) => Some((fact.key.as_str(), &**f)),
             _ => None,
         }
     }
 
     fn end_key(&self, lease: &str) -> Option<&str> {
-        self.ends.get(lease).map(String::as_str)
+        let index = self.ends[*self.lease_ordinals.get(lease)?]?;
+        Some(self.facts[index].key.as_str())
     }
 
     fn rate_cards(&self) -> impl Iterator<Item = &RateCard> {
         self.rate_cards
             .values()
-            .filter_map(|k| match &self.facts.get(k)?.body {
+            .filter_map(|&i| match &self.facts[i].body {
                 FactBody::RateCard(f) => Some(&f.rate_card),
                 _ => None,
             })
@@ -606,11 +651,14 @@ impl Model {
     pub fn compile(facts: &FactSet) -> Result<Model> {
         let mut cards = Vec::new();
         let mut leases: Vec<LeaseModel> = Vec::new();
-        let mut index: HashMap<&str, usize> = HashMap::new();
-        for fact in facts.iter() {
+        // Lease ordinal in the fact set → index in `leases`.
+        let mut index: Vec<Option<usize>> = vec![None; facts.lease_count()];
+        for (fact, lease) in facts.iter_with_lease() {
             match &fact.body {
                 FactBody::LeaseAdmitted(f) => {
-                    index.insert(&f.lease, leases.len());
+                    if let Some(lease) = lease {
+                        index[lease] = Some(leases.len());
+                    }
                     leases.push(LeaseModel {
                         admitted: (**f).clone(),
                         capacity: Vec::new(),
@@ -626,14 +674,13 @@ impl Model {
         // not depend on arrival order.
         let mut bound: Vec<Vec<(i64, &str, ResourceAmounts)>> = vec![Vec::new(); leases.len()];
         let mut util: HashMap<&str, Vec<(i64, &str, Decimal)>> = HashMap::new();
-        for fact in facts.iter() {
-            let lease_index = |lease: &str| {
-                index
-                    .get(lease)
-                    .copied()
+        for (fact, lease) in facts.iter_with_lease() {
+            let lease_index = |id: &str| {
+                lease
+                    .and_then(|lease| index[lease])
                     .ok_or_else(|| BillingError::UnknownLease {
                         key: fact.key.clone(),
-                        lease: lease.to_string(),
+                        lease: id.to_string(),
                     })
             };
             match &fact.body {
