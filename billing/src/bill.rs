@@ -167,7 +167,7 @@ impl Bill {
 }
 
 /// A stretch of one resource of one lease at one price, before it becomes a line.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 struct Piece {
     resource: Resource,
     start: i64,
@@ -270,6 +270,8 @@ impl Model {
         let mut period_end = Period::containing(cycle, instant(t)).end.timestamp();
         let mut pieces: Vec<Piece> = Vec::new();
         let mut open: [Option<usize>; 3] = [None; 3];
+        let mut price_key: Option<(usize, usize)> = None;
+        let mut prices: [Option<Decimal>; 3] = [None; 3];
         while t < stop {
             let mut next = stop.min(period_end);
             if let Some(&(at, _)) = cap.get(ci + 1) {
@@ -298,11 +300,24 @@ impl Model {
                         });
                     }
                 };
-                let utilisation = ui.checked_sub(1).map(|i| util[i].1);
-                let unit_price = self
-                    .card(card)
-                    .unit_price(class, resource, utilisation)
-                    .normalize();
+                // Prices change only with the card or the utilisation, far less often
+                // than capacity: price each resource once per (card, utilisation).
+                if price_key != Some((card, ui)) {
+                    price_key = Some((card, ui));
+                    prices = [None; 3];
+                }
+                let unit_price = match prices[slot] {
+                    Some(price) => price,
+                    None => {
+                        let utilisation = ui.checked_sub(1).map(|i| util[i].1);
+                        let price = self
+                            .card(card)
+                            .unit_price(class, resource, utilisation)
+                            .normalize();
+                        prices[slot] = Some(price);
+                        price
+                    }
+                };
                 match open[slot].map(|i| &mut pieces[i]) {
                     Some(p)
                         if p.end == t
@@ -406,15 +421,18 @@ impl Model {
             first: pieces.first().map(|p| (p.start, p.card)),
             billed: Decimal::ZERO,
         };
-        let mut usage = Vec::with_capacity(pieces.len());
+        let mut charged = Vec::with_capacity(pieces.len());
         for piece in pieces {
             let amount = self.piece_charge(lease, &piece)?.1;
             period_usage.billed += amount;
-            usage.push((piece, amount));
+            charged.push((piece, amount));
         }
-        // Usage lines sort by resource, then time (see `line_order`); pieces come in
-        // time order, so a stable sort by resource and start is enough.
-        usage.sort_by_key(|(p, _)| (p.resource, p.start, p.end));
+        // Usage lines sort by resource, then time (see `line_order`). Each resource's
+        // pieces are cut in time order, so grouping them by resource sorts them.
+        let mut usage = Vec::with_capacity(charged.len());
+        for resource in Resource::ALL {
+            usage.extend(charged.iter().filter(|(p, _)| p.resource == resource));
+        }
         let mut lines = LeaseLines {
             usage,
             other: Vec::new(),
