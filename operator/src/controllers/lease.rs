@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::StreamExt;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -18,7 +17,7 @@ use kube::runtime::{Controller, watcher};
 use offpeak_api::{CapacityLease, CapacityLeaseStatus, LeasePhase};
 
 use super::binding::{return_nodes, write_status};
-use super::{Context, conditions};
+use super::{Context, conditions, drive, retry_after};
 use crate::desired::binding::lease_of;
 use crate::error::{Error, Result};
 use crate::observe::lease_key;
@@ -26,28 +25,25 @@ use crate::observe::lease_key;
 pub const FINALIZER: &str = "offpeak.dev/return-nodes";
 
 pub async fn run(ctx: Arc<Context>) {
-    Controller::new(
-        Api::<CapacityLease>::all(ctx.client.clone()),
-        watcher::Config::default(),
+    drive(
+        Controller::new(
+            Api::<CapacityLease>::all(ctx.client.clone()),
+            watcher::Config::default(),
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx),
     )
-    .shutdown_on_signal()
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| {
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "lease reconcile failed");
-        }
-        futures::future::ready(())
-    })
     .await;
 }
 
 fn error_policy(lease: Arc<CapacityLease>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_errors
-        .with_label_values(&["lease", error.kind()])
-        .inc();
-    tracing::warn!(lease = %lease_key(&lease), error = %error, "lease reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+    retry_after(
+        &ctx,
+        "lease",
+        &lease_key(&lease),
+        error,
+        Duration::from_secs(5),
+    )
 }
 
 #[tracing::instrument(skip_all, fields(lease = %lease_key(&lease)))]

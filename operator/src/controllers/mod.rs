@@ -134,6 +134,28 @@ fn slim_pod(pod: &mut Pod) {
     }
 }
 
+/// Runs a controller to its end. Failed reconciles were counted and logged by
+/// [`retry_after`] already.
+async fn drive<T, E>(reconciles: impl futures::Stream<Item = Result<T, E>>) {
+    reconciles.for_each(|_| futures::future::ready(())).await;
+}
+
+/// The error policy of every controller: count the failure, log it, retry after `retry`.
+fn retry_after(
+    ctx: &Context,
+    controller: &'static str,
+    object: &str,
+    error: &crate::error::Error,
+    retry: Duration,
+) -> kube::runtime::controller::Action {
+    ctx.metrics
+        .reconcile_errors
+        .with_label_values(&[controller, error.kind()])
+        .inc();
+    tracing::warn!(controller, object, error = %error, "reconcile failed; retrying");
+    kube::runtime::controller::Action::requeue(retry)
+}
+
 /// Keeps the `offpeak_leases{phase,class}` gauge equal to the leases in the cache.
 async fn count_leases(ctx: Arc<Context>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));

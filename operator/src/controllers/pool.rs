@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
@@ -22,7 +21,7 @@ use rust_decimal::Decimal;
 use serde_json::json;
 
 use super::binding::{bind_nodes, return_nodes, write_status};
-use super::{Context, conditions, lease::FINALIZER};
+use super::{Context, conditions, drive, lease::FINALIZER, retry_after};
 use crate::desired::binding::lease_of;
 use crate::error::{Error, Result};
 use crate::names::{FIELD_MANAGER, IDLE_SINCE};
@@ -35,30 +34,27 @@ use crate::plan::resources::Resources;
 use crate::pricing;
 
 pub async fn run(ctx: Arc<Context>, changed: futures::channel::mpsc::UnboundedReceiver<()>) {
-    Controller::new(
-        Api::<CapacityPool>::all(ctx.client.clone()),
-        watcher::Config::default(),
+    drive(
+        Controller::new(
+            Api::<CapacityPool>::all(ctx.client.clone()),
+            watcher::Config::default(),
+        )
+        .with_config(Config::default().debounce(Duration::from_millis(300)))
+        .reconcile_all_on(changed)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx),
     )
-    .with_config(Config::default().debounce(Duration::from_millis(300)))
-    .reconcile_all_on(changed)
-    .shutdown_on_signal()
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| {
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "pool reconcile failed");
-        }
-        futures::future::ready(())
-    })
     .await;
 }
 
 fn error_policy(pool: Arc<CapacityPool>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_errors
-        .with_label_values(&["pool", error.kind()])
-        .inc();
-    tracing::warn!(pool = %pool.name_any(), error = %error, "pool reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(2))
+    retry_after(
+        &ctx,
+        "pool",
+        &pool.name_any().to_string(),
+        error,
+        Duration::from_secs(2),
+    )
 }
 
 fn is_deleting(lease: &CapacityLease) -> bool {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, Patch, PatchParams};
@@ -19,7 +18,7 @@ use kube::{Resource, ResourceExt};
 use offpeak_api::{CapacityLease, LeasePhase, Tenant, TenantStatus};
 use serde_json::json;
 
-use super::{Context, conditions};
+use super::{Context, conditions, drive, retry_after};
 use crate::desired::tenancy;
 use crate::error::{Error, Result};
 use crate::names::{FIELD_MANAGER, TENANT};
@@ -36,33 +35,30 @@ pub async fn run(ctx: Arc<Context>) {
             .and_then(|n| n.labels().get(TENANT).cloned())
             .map(|t| ObjectRef::<Tenant>::new(&t))
     };
-    Controller::new(
-        Api::<Tenant>::all(ctx.client.clone()),
-        watcher::Config::default(),
+    drive(
+        Controller::new(
+            Api::<Tenant>::all(ctx.client.clone()),
+            watcher::Config::default(),
+        )
+        .watches(
+            Api::<CapacityLease>::all(ctx.client.clone()),
+            watcher::Config::default(),
+            lease_to_tenant,
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx),
     )
-    .watches(
-        Api::<CapacityLease>::all(ctx.client.clone()),
-        watcher::Config::default(),
-        lease_to_tenant,
-    )
-    .shutdown_on_signal()
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| {
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "tenant reconcile failed");
-        }
-        futures::future::ready(())
-    })
     .await;
 }
 
 fn error_policy(tenant: Arc<Tenant>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_errors
-        .with_label_values(&["tenant", error.kind()])
-        .inc();
-    tracing::warn!(tenant = %tenant.name_any(), error = %error, "tenant reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+    retry_after(
+        &ctx,
+        "tenant",
+        &tenant.name_any().to_string(),
+        error,
+        Duration::from_secs(5),
+    )
 }
 
 async fn apply<K>(api: Api<K>, object: &K) -> Result<()>
