@@ -162,6 +162,23 @@ async fn wait_phase(
     Ok(leases.get(name).await?)
 }
 
+/// Waits until the lease is Pending for `reason` and returns it.
+async fn wait_pending(
+    leases: &Api<CapacityLease>,
+    name: &str,
+    reason: &str,
+) -> anyhow::Result<CapacityLease> {
+    eventually(&format!("lease {name} Pending for {reason}"), || async {
+        let l = leases.get(name).await?;
+        Ok(
+            l.status.as_ref().and_then(|s| s.phase) == Some(LeasePhase::Pending)
+                && admitted(&l).0 == reason,
+        )
+    })
+    .await?;
+    Ok(leases.get(name).await?)
+}
+
 fn admitted(lease: &CapacityLease) -> (String, String) {
     let condition = lease
         .status
@@ -397,14 +414,7 @@ async fn a_node_running_an_internal_pod_is_never_lent() -> TestResult {
             &lease("both", "lease-d", "Spot", "32", "1h"),
         )
         .await?;
-    eventually("the two-node lease to wait for capacity", || async {
-        let l = leases.get("both").await?;
-        Ok(
-            l.status.as_ref().and_then(|s| s.phase) == Some(LeasePhase::Pending)
-                && admitted(&l).0 == "InsufficientCapacity",
-        )
-    })
-    .await?;
+    wait_pending(&leases, "both", "InsufficientCapacity").await?;
     leases
         .create(
             &PostParams::default(),
@@ -434,14 +444,7 @@ async fn malformed_or_missing_references_become_conditions_and_events() -> TestR
             &lease("nowhere", "no-such-pool", "Spot", "1", "1h"),
         )
         .await?;
-    eventually("PoolNotFound on the lease", || async {
-        let l = leases.get("nowhere").await?;
-        Ok(
-            l.status.as_ref().and_then(|s| s.phase) == Some(LeasePhase::Pending)
-                && admitted(&l).0 == "PoolNotFound",
-        )
-    })
-    .await?;
+    wait_pending(&leases, "nowhere", "PoolNotFound").await?;
     let events = Api::<Event>::namespaced(admin.clone(), "acme-e");
     eventually("a PoolNotFound event", || async {
         Ok(events
@@ -537,14 +540,7 @@ async fn tenant_limits_hold_leases_back_with_their_reason_and_metrics_count_them
             &lease("too-long", "lease-f", "Spot", "16", "300h"),
         )
         .await?;
-    eventually("CreditLimit on the lease", || async {
-        let l = leases.get("too-long").await?;
-        Ok(
-            l.status.as_ref().and_then(|s| s.phase) == Some(LeasePhase::Pending)
-                && admitted(&l).0 == "CreditLimit",
-        )
-    })
-    .await?;
+    wait_pending(&leases, "too-long", "CreditLimit").await?;
     let (_, message) = admitted(&leases.get("too-long").await?);
     assert!(message.contains("above the credit limit 1000"), "{message}");
 
