@@ -33,7 +33,7 @@ use crate::units::{GoDuration, Quantity, Timestamp, at_most, duration_range, pos
     printcolumn(name = "Pool", type_ = "string", json_path = ".spec.pool", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 63")
-        .message("metadata.name of a CapacityLease must be a DNS label: at most 63 lower case letters, digits and '-', starting and ending with a letter or digit (it becomes a label value on nodes)"),
+        .message("metadata.name of a CapacityLease must be a DNS label: at most 63 lower case letters, digits and '-', starting and ending with a letter or digit"),
     validation = Rule::new("!has(oldSelf.status) || !has(oldSelf.status.admittedAt) || self.spec.pool == oldSelf.spec.pool")
         .message("spec.pool cannot change once the lease is admitted (status.admittedAt is set); create a new lease instead")
         .field_path(".spec.pool"),
@@ -169,20 +169,72 @@ pub struct CapacityLeaseStatus {
     /// When the lease ends (admission plus duration, or endTime).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ends_at: Option<Timestamp>,
+    /// The capacity bound to the lease, in order: each entry holds from its instant on (the
+    /// whole amount, not an increment) until the next entry or endedAt. Written before the
+    /// tenant can use the capacity; bills are derived from it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub bindings: Vec<LeaseBinding>,
+    /// When the tenant was given notice that the lease will be reclaimed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice_given_at: Option<Timestamp>,
     /// While Reclaiming: when the notice runs out and the tenant's pods are evicted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reclaim_deadline: Option<Timestamp>,
-    /// What the lease has cost so far, metered per second.
+    /// When the lease ended: the tenant's last billed second is the one before. Written
+    /// before its nodes are taken back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Timestamp>,
+    /// Why the lease ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<EndReason>,
+    /// An estimate of what the lease has cost so far, at today's prices; refreshed at each
+    /// transition and every few minutes. The UsageBill, computed from the recorded
+    /// transitions, is the exact figure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_so_far: Option<Amount>,
     /// costSoFar for people, such as "3.1200 USD".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub cost_summary: Option<String>,
+    /// When costSoFar was computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_as_of: Option<Timestamp>,
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub observed_generation: Option<i64>,
+}
+
+/// Capacity bound to a lease from an instant on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseBinding {
+    /// From when the capacity is held.
+    pub at: Timestamp,
+    /// The nodes that hold it.
+    #[schemars(length(max = 1000), extend("x-kubernetes-list-type" = "set"))]
+    pub nodes: Vec<NodeName>,
+    /// Their allocatable CPU in all, such as "32".
+    pub cpu: Quantity,
+    /// Their allocatable memory in all, such as "128Gi".
+    pub memory: Quantity,
+    /// Their GPUs in all, such as "4".
+    pub gpu: Quantity,
+}
+
+/// Why a lease ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum EndReason {
+    /// Its term ran out.
+    Expired,
+    /// The tenant deleted it.
+    Cancelled,
+    /// Offpeak took the capacity back after notice (a peak reservation, internal demand,
+    /// headroom).
+    Reclaimed,
+    /// The spot price rose above the lease's maxPricePerHour.
+    PriceExceeded,
 }
 
 /// The phase of a lease.

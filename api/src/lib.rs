@@ -17,10 +17,8 @@
 //!   tenants. The operator checks them and reports a condition (a lease goes `Rejected`).
 //! - Anything relative to now: a lease's `endTime` or a window already in the past. CRD
 //!   CEL has no `now()`; the operator rejects such a lease.
-//! - A lease's `offpeak.dev/lease` node label is `<namespace>.<name>`, at most 63
-//!   characters; CEL on a custom resource sees `metadata.name` but not its namespace, so
-//!   the schema bounds the name only. The operator must shorten or refuse longer pairs
-//!   (or a ValidatingAdmissionPolicy, which sees the namespace, can refuse them).
+//! - A lease's `endTime` at most 366 days after admission (as `duration` is): the operator
+//!   rejects a longer term as `InvalidSpec`.
 //! - Who may write: only the operator writes `UsageBill`s and status (RBAC), and deleting a
 //!   finalized bill is a DELETE, which CEL never sees (RBAC, or a finalizer).
 //! - Across objects: two rate cards for one pool from the same instant, and the totals of
@@ -52,8 +50,8 @@ pub use bill::{
 
 pub use condition::{Condition, ConditionStatus};
 pub use lease::{
-    CapacityLease, CapacityLeaseSpec, CapacityLeaseStatus, LeaseClass, LeasePhase, LeaseResources,
-    NodeCount,
+    CapacityLease, CapacityLeaseSpec, CapacityLeaseStatus, EndReason, LeaseBinding, LeaseClass,
+    LeasePhase, LeaseResources, NodeCount,
 };
 pub use money::{Amount, Currency, Money, SignedMoney};
 pub use names::{LabelValue, Name, NodeName, Subject};

@@ -71,7 +71,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "offpeak demo: {} general and {} gpu nodes Ready (simulated by kwok)",
         args.general_nodes, args.gpu_nodes
     );
-    offpeak::local::start(&plane, Duration::from_secs(15)).await?;
+    offpeak::local::start(&plane, offpeak::local::settings(Duration::from_secs(60))).await?;
     eprintln!("offpeak demo: operator running (CRDs installed, tenant pod webhook on loopback)");
     let client = plane.client().await?;
     book(&client).await?;

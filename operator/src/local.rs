@@ -25,8 +25,18 @@ fn free_port() -> std::io::Result<u16> {
 
 /// Installs the CRDs and starts the operator against `plane` as its admin. It runs until
 /// the process ends (the control plane's watcher cleans up after both).
-pub async fn start(plane: &ControlPlane, resync: Duration) -> anyhow::Result<LocalOperator> {
-    start_as(plane, plane.kubeconfig_path(), resync).await
+pub async fn start(plane: &ControlPlane, settings: Settings) -> anyhow::Result<LocalOperator> {
+    start_as(plane, plane.kubeconfig_path(), settings).await
+}
+
+/// Settings for tests: the cost estimate refreshed every `refresh`, tenants applied again
+/// as often.
+pub fn settings(refresh: Duration) -> Settings {
+    let mut settings = Settings::default();
+    settings.plan.cost_refresh =
+        chrono::Duration::from_std(refresh).unwrap_or(chrono::Duration::minutes(5));
+    settings.tenant_resync = refresh;
+    settings
 }
 
 /// The same, with the operator acting as the user of `kubeconfig` (to prove what RBAC it
@@ -34,7 +44,7 @@ pub async fn start(plane: &ControlPlane, resync: Duration) -> anyhow::Result<Loc
 pub async fn start_as(
     plane: &ControlPlane,
     kubeconfig: &std::path::Path,
-    resync: Duration,
+    settings: Settings,
 ) -> anyhow::Result<LocalOperator> {
     plane.install_crds(&offpeak_api::crds()).await?;
     let webhook = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
@@ -51,10 +61,7 @@ pub async fn start_as(
                 ca_pem: plane.ca_pem().to_string(),
             },
         }),
-        settings: Settings {
-            resync,
-            ..Settings::default()
-        },
+        settings,
     };
     let kubeconfig = kubeconfig.to_path_buf();
     std::thread::Builder::new()

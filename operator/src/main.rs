@@ -65,6 +65,10 @@ struct RunArgs {
     /// How long the first lease in a pool's queue waits before no later lease may pass it.
     #[arg(long, default_value = "10m", value_parser = demo::parse_duration)]
     starvation_guard: std::time::Duration,
+    /// How often an active lease's cost estimate (status.costSoFar) is refreshed at most;
+    /// it is also refreshed at every transition. The UsageBill is the exact figure.
+    #[arg(long, default_value = "5m", value_parser = demo::parse_duration)]
+    cost_refresh: std::time::Duration,
 }
 
 #[tokio::main]
@@ -126,9 +130,11 @@ fn options(args: RunArgs) -> anyhow::Result<Options> {
     Ok(Options {
         metrics_addr: args.metrics_addr,
         webhook,
-        settings: Settings {
-            starvation_guard: chrono::Duration::from_std(args.starvation_guard)?,
-            ..Settings::default()
+        settings: {
+            let mut settings = Settings::default();
+            settings.plan.starvation_guard = chrono::Duration::from_std(args.starvation_guard)?;
+            settings.plan.cost_refresh = chrono::Duration::from_std(args.cost_refresh)?;
+            settings
         },
     })
 }

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Duration, NaiveTime, Utc};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use offpeak_api::{CapacityLease, GoDuration, LeaseClass, Timestamp};
+use offpeak_api::{CapacityLease, CapacityLeaseSpec, GoDuration, LeaseClass, Timestamp};
 use offpeak_api::{PeakReservation, Share};
 use rust_decimal::Decimal;
 
@@ -102,6 +102,8 @@ pub fn pod_facts(pod: &Pod) -> PodFacts {
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
         name: pod.metadata.name.clone().unwrap_or_default(),
         node_level: owned_by_daemonset || mirror,
+        tenant: false,
+        deleting: pod.metadata.deletion_timestamp.is_some(),
     }
 }
 
@@ -162,15 +164,15 @@ fn weekday(day: offpeak_api::Weekday) -> chrono::Weekday {
     }
 }
 
-pub fn class(lease: &CapacityLease) -> PlanClass {
-    match lease.spec.class {
+pub fn class(spec: &CapacityLeaseSpec) -> PlanClass {
+    match spec.class {
         LeaseClass::Spot => PlanClass::Spot,
         LeaseClass::Reserved => PlanClass::Reserved,
     }
 }
 
-pub fn ask(lease: &CapacityLease) -> Result<Ask, String> {
-    match (&lease.spec.resources, &lease.spec.nodes) {
+pub fn ask(spec: &CapacityLeaseSpec) -> Result<Ask, String> {
+    match (&spec.resources, &spec.nodes) {
         (Some(r), None) => Resources::parse(
             r.cpu.as_ref().map(|q| q.as_str()),
             r.memory.as_ref().map(|q| q.as_str()),
@@ -189,8 +191,8 @@ pub fn ask(lease: &CapacityLease) -> Result<Ask, String> {
 
 /// The lease's term if it were admitted at `at`: from then for its duration, or until its
 /// end time.
-pub fn term(lease: &CapacityLease, at: DateTime<Utc>) -> Result<Interval, String> {
-    let end = match (&lease.spec.duration, &lease.spec.end_time) {
+pub fn term(spec: &CapacityLeaseSpec, at: DateTime<Utc>) -> Result<Interval, String> {
+    let end = match (&spec.duration, &spec.end_time) {
         (Some(d), None) => at + duration(d)?,
         (None, Some(t)) => instant(t)?,
         _ => return Err("set exactly one of spec.duration or spec.endTime".into()),
@@ -205,13 +207,21 @@ pub fn term(lease: &CapacityLease, at: DateTime<Utc>) -> Result<Interval, String
     Ok(Interval::new(at, end))
 }
 
-/// `<namespace>.<name>`: a lease's key on node labels (a label value has no `/`).
-pub fn lease_key(lease: &CapacityLease) -> String {
+/// `<namespace>/<name>`, for logs and messages.
+pub fn lease_name(lease: &CapacityLease) -> String {
     format!(
-        "{}.{}",
+        "{}/{}",
         lease.metadata.namespace.as_deref().unwrap_or_default(),
         lease.metadata.name.as_deref().unwrap_or_default()
     )
+}
+
+/// When an object was created, as an instant.
+pub fn created(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<DateTime<Utc>> {
+    let t = meta.creation_timestamp.as_ref()?;
+    DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0) as u32)
 }
 
 #[cfg(test)]

@@ -43,6 +43,9 @@ pub struct Metrics {
     pub reconcile_seconds: HistogramVec,
     pub leases: IntGaugeVec,
     pub pool_nodes: IntGaugeVec,
+    pub writes: IntCounterVec,
+    pub unreadable: IntCounterVec,
+    pub plan_writes: HistogramVec,
 }
 
 impl Metrics {
@@ -80,6 +83,29 @@ impl Metrics {
             ),
             &["pool", "state"],
         )?;
+        let writes = IntCounterVec::new(
+            Opts::new(
+                "writes_total",
+                "Writes to the API server, by what was written and how it went (ok, conflict, error)",
+            ),
+            &["kind", "outcome"],
+        )?;
+        let unreadable = IntCounterVec::new(
+            Opts::new(
+                "unreadable_objects_total",
+                "Changes to Offpeak objects that could not be read and were skipped, by kind",
+            ),
+            &["kind"],
+        )?;
+        let plan_writes = HistogramVec::new(
+            HistogramOpts::new("plan_writes", "Writes planned by one pass, by controller").buckets(
+                vec![0.0, 1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0],
+            ),
+            &["controller"],
+        )?;
+        registry.register(Box::new(writes.clone()))?;
+        registry.register(Box::new(unreadable.clone()))?;
+        registry.register(Box::new(plan_writes.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
         registry.register(Box::new(reconcile_seconds.clone()))?;
@@ -92,7 +118,15 @@ impl Metrics {
             reconcile_seconds,
             leases,
             pool_nodes,
+            writes,
+            unreadable,
+            plan_writes,
         })
+    }
+
+    /// Counts one write of `kind` that ended in `outcome` (ok, conflict, error).
+    pub fn write(&self, kind: &str, outcome: &str) {
+        self.writes.with_label_values(&[kind, outcome]).inc();
     }
 
     /// Counts a reconcile and observes its duration when the guard drops.

@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let plane = ControlPlane::start().await?;
     eprintln!("lease_latency: {}", plane.startup());
-    offpeak::local::start(&plane, Duration::from_secs(60)).await?;
+    offpeak::local::start(&plane, offpeak::local::settings(Duration::from_secs(60))).await?;
     let client = plane.client().await?;
     plane
         .create_nodes(&NodeSpec {

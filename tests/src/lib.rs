@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests in `tests/tests/` and the cluster benches in
 //! `tests/benches/`: workloads to run and ways to wait for them.
 
+pub mod fixtures;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -95,7 +95,12 @@ async fn the_chart_installs_and_its_rbac_is_enough_to_run_the_operator() -> anyh
     // The operator, as the chart's service account and nothing more.
     let identity = format!("system:serviceaccount:{NAMESPACE}:offpeak");
     let kubeconfig = plane.user_kubeconfig(&identity, &["system:serviceaccounts"])?;
-    offpeak::local::start_as(plane, Path::new(&kubeconfig), Duration::from_secs(5)).await?;
+    offpeak::local::start_as(
+        plane,
+        Path::new(&kubeconfig),
+        offpeak::local::settings(Duration::from_secs(5)),
+    )
+    .await?;
 
     plane
         .create_nodes(&NodeSpec {

@@ -7,21 +7,18 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{
-    Container, Event, Node, Pod, PodSpec, ResourceQuota, ServiceAccount,
-};
+use k8s_openapi::api::core::v1::{Container, Event, Node, Pod, PodSpec};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
-use kube::{Client, ResourceExt};
-use offpeak::names::{LEASE, TENANT};
-use offpeak_api::{CapacityLease, CapacityPool, LeasePhase, PeakReservation, RateCard, Tenant};
-use offpeak_testenv::{ControlPlane, NodeSpec};
+use offpeak::names::{LEASE, LEASE_NAME, TENANT};
+use offpeak_api::{CapacityLease, CapacityPool, LeasePhase, PeakReservation};
+use offpeak_testenv::ControlPlane;
+use offpeak_tests::fixtures::*;
 use offpeak_tests::{deployment, node_of, wait_running};
 use serde_json::json;
 use tokio::sync::OnceCell;
 
 type TestResult = anyhow::Result<()>;
-
-const WAIT: Duration = Duration::from_secs(60);
 
 /// The shared control plane with the operator running beside it.
 async fn operator() -> anyhow::Result<&'static ControlPlane> {
@@ -34,165 +31,12 @@ async fn operator_with_metrics() -> anyhow::Result<(&'static ControlPlane, std::
     let plane = ControlPlane::shared().await?;
     let metrics = STARTED
         .get_or_try_init(|| async {
-            offpeak::local::start(plane, Duration::from_secs(5))
+            offpeak::local::start(plane, offpeak::local::settings(Duration::from_secs(5)))
                 .await
                 .map(|o| o.metrics)
         })
         .await?;
     Ok((plane, *metrics))
-}
-
-/// The operator's `/metrics` text.
-async fn scrape(addr: std::net::SocketAddr) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: offpeak\r\n\r\n")
-        .await?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await?;
-    Ok(body)
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
-    serde_json::from_value(value).expect("a well-formed object")
-}
-
-/// A pool named `name` over `count` nodes `<name>-<i>` (16 cores, 64 GiB), lendable at
-/// once, with a rate card: spot 0.04 and reserved 0.06 per core-hour, memory free.
-async fn pool_with_nodes(
-    plane: &ControlPlane,
-    name: &str,
-    count: usize,
-) -> anyhow::Result<Vec<String>> {
-    let nodes = plane
-        .create_nodes(&NodeSpec {
-            name_prefix: name.into(),
-            count,
-            labels: BTreeMap::from([("offpeak.dev/test-pool".to_string(), name.to_string())]),
-            ..Default::default()
-        })
-        .await?;
-    let client = plane.client().await?;
-    let pool: CapacityPool = from_json(json!({
-        "apiVersion": "offpeak.dev/v1alpha1", "kind": "CapacityPool",
-        "metadata": {"name": name},
-        "spec": {"nodeSelector": {"offpeak.dev/test-pool": name}, "idleAfter": "0s"},
-    }));
-    Api::<CapacityPool>::all(client.clone())
-        .create(&PostParams::default(), &pool)
-        .await?;
-    let card: RateCard = from_json(json!({
-        "apiVersion": "offpeak.dev/v1alpha1", "kind": "RateCard",
-        "metadata": {"name": name},
-        "spec": {
-            "currency": "USD", "precision": 4,
-            "prices": {"spot": {"cpu": "0.04", "memory": "0"}, "reserved": {"cpu": "0.06", "memory": "0"}},
-            "effectiveFrom": "2026-01-01T00:00:00Z",
-            "pools": [name],
-        },
-    }));
-    Api::<RateCard>::all(client)
-        .create(&PostParams::default(), &card)
-        .await?;
-    Ok(nodes)
-}
-
-/// A tenant owning namespace `name`, used by user `<name>-user`; waits until the operator
-/// made the namespace ready for pods.
-async fn tenant(plane: &ControlPlane, name: &str, pools: &[&str]) -> anyhow::Result<Client> {
-    let client = plane.client().await?;
-    let tenant: Tenant = from_json(json!({
-        "apiVersion": "offpeak.dev/v1alpha1", "kind": "Tenant",
-        "metadata": {"name": name},
-        "spec": {
-            "displayName": format!("Tenant {name}"),
-            "namespaces": [name],
-            "users": [format!("{name}-user")],
-            "allowedPools": pools,
-            "creditLimit": {"amount": "1000", "currency": "USD"},
-        },
-    }));
-    Api::<Tenant>::all(client.clone())
-        .create(&PostParams::default(), &tenant)
-        .await?;
-    let accounts: Api<ServiceAccount> = Api::namespaced(client, name);
-    eventually(
-        &format!("namespace {name} and its default service account"),
-        || async { Ok(accounts.get_opt("default").await?.is_some()) },
-    )
-    .await?;
-    Ok(plane.user_client(&format!("{name}-user"), &[]).await?)
-}
-
-fn lease(name: &str, pool: &str, class: &str, cpu: &str, duration: &str) -> CapacityLease {
-    let mut spec =
-        json!({"pool": pool, "class": class, "resources": {"cpu": cpu}, "duration": duration});
-    if class == "Spot" {
-        spec["maxPricePerHour"] = json!("4.50");
-    }
-    from_json(json!({
-        "apiVersion": "offpeak.dev/v1alpha1", "kind": "CapacityLease",
-        "metadata": {"name": name}, "spec": spec,
-    }))
-}
-
-/// Polls `check` until it holds, for at most [`WAIT`].
-async fn eventually<F, Fut>(what: &str, check: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
-    offpeak_tests::eventually(what, WAIT, check)
-        .await
-        .map(|_| ())
-}
-
-/// Waits until the lease reaches `phase` and returns it.
-async fn wait_phase(
-    leases: &Api<CapacityLease>,
-    name: &str,
-    phase: LeasePhase,
-) -> anyhow::Result<CapacityLease> {
-    eventually(&format!("lease {name} to be {phase:?}"), || async {
-        Ok(leases.get(name).await?.status.and_then(|s| s.phase) == Some(phase))
-    })
-    .await
-    .map_err(|e| e.context(format!("lease {name}")))?;
-    Ok(leases.get(name).await?)
-}
-
-/// Waits until the lease is Pending for `reason` and returns it.
-async fn wait_pending(
-    leases: &Api<CapacityLease>,
-    name: &str,
-    reason: &str,
-) -> anyhow::Result<CapacityLease> {
-    eventually(&format!("lease {name} Pending for {reason}"), || async {
-        let l = leases.get(name).await?;
-        Ok(
-            l.status.as_ref().and_then(|s| s.phase) == Some(LeasePhase::Pending)
-                && admitted(&l).0 == reason,
-        )
-    })
-    .await?;
-    Ok(leases.get(name).await?)
-}
-
-fn admitted(lease: &CapacityLease) -> (String, String) {
-    let condition = lease
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Admitted").cloned())
-        .expect("an Admitted condition");
-    (condition.reason, condition.message)
-}
-
-async fn quota_cpu(client: &Client, namespace: &str) -> anyhow::Result<Option<String>> {
-    let quota = Api::<ResourceQuota>::namespaced(client.clone(), namespace)
-        .get_opt("offpeak-leases")
-        .await?;
-    Ok(quota.and_then(|q| q.spec?.hard?.get("requests.cpu").map(|q| q.0.clone())))
 }
 
 #[tokio::test]
@@ -224,15 +68,28 @@ async fn a_lease_is_admitted_bound_confined_and_returned_with_quota_following() 
     assert!(status.admitted_at.is_some() && status.ends_at.is_some());
     assert_eq!(status.observed_generation, active.metadata.generation);
     assert_eq!(admitted(&active).0, "Admitted");
+    let uid = active.metadata.uid.clone().expect("a uid");
     for node in &bound {
-        let labels = Api::<Node>::all(admin.clone())
-            .get(node)
-            .await?
-            .metadata
-            .labels
-            .unwrap_or_default();
+        let node = Api::<Node>::all(admin.clone()).get(node).await?;
+        let labels = node.metadata.labels.clone().unwrap_or_default();
         assert_eq!(labels.get(TENANT).map(String::as_str), Some("acme-a"));
-        assert_eq!(labels.get(LEASE).map(String::as_str), Some("acme-a.render"));
+        // The lease is marked by its UID, its readable name kept beside it.
+        assert_eq!(labels.get(LEASE), Some(&uid));
+        assert_eq!(
+            node.metadata
+                .annotations
+                .unwrap_or_default()
+                .get(LEASE_NAME)
+                .map(String::as_str),
+            Some("acme-a/render")
+        );
+        let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+        assert!(
+            taints.iter().any(|t| t.key == TENANT
+                && t.value.as_deref() == Some("acme-a")
+                && t.effect == "NoSchedule"),
+            "{taints:?}"
+        );
     }
     eventually("the quota to follow the lease", || async {
         Ok(quota_cpu(&admin, "acme-a").await?.as_deref() == Some("32"))
@@ -252,16 +109,24 @@ async fn a_lease_is_admitted_bound_confined_and_returned_with_quota_following() 
         );
     }
 
-    // Cost so far appears within a resync.
-    eventually("cost so far", || async {
-        Ok(leases
-            .get("render")
-            .await?
-            .status
-            .and_then(|s| s.cost_summary)
-            .is_some_and(|c| c.ends_with(" USD")))
+    // The cost estimate is refreshed within the refresh interval (5 s here): the seconds
+    // from admission to costAsOf × 32 cores × 0.04 per core-hour, at 4 decimals.
+    let refreshed = eventually_value("a refreshed cost so far", || async {
+        let status = leases.get("render").await?.status.unwrap_or_default();
+        Ok((status.cost_as_of != status.admitted_at).then_some(status))
     })
     .await?;
+    let instant = |t: &Option<offpeak_api::Timestamp>| {
+        chrono::DateTime::parse_from_rfc3339(t.as_ref().expect("a time").as_str())
+            .expect("RFC 3339")
+    };
+    let seconds = (instant(&refreshed.cost_as_of) - instant(&refreshed.admitted_at)).num_seconds();
+    let cost = rust_decimal::Decimal::from(seconds * 32 * 4) / rust_decimal::Decimal::from(360_000);
+    assert_eq!(
+        refreshed.cost_summary.as_deref(),
+        Some(format!("{} USD", cost.round_dp(4)).as_str()),
+        "after {seconds}s"
+    );
 
     // Deleting the lease evicts the tenant's pods and returns the nodes before it goes.
     leases.delete("render", &DeleteParams::default()).await?;
@@ -584,18 +449,40 @@ async fn a_lease_ends_at_its_term_and_its_nodes_go_back() -> TestResult {
         active.status.and_then(|s| s.ends_at).map(|t| t.to_string()),
         Some(end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
     );
-    let ended = wait_phase(&leases, "short", LeasePhase::Ended).await?;
-    assert!(chrono::Utc::now() >= end, "ended before its end time");
+    // The end is recorded first, then the node goes back.
+    let ended = eventually_value("the lease's node to be back", || async {
+        let l = leases.get("short").await?;
+        let back = l.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == "NodesReturned" && c.status == offpeak_api::ConditionStatus::True
+            })
+        });
+        Ok(back.then_some(l))
+    })
+    .await?;
+    let status = ended.status.clone().expect("a status");
+    assert_eq!(status.phase, Some(LeasePhase::Ended));
     assert_eq!(admitted(&ended).0, "TermEnded");
-    let labels = Api::<Node>::all(admin.clone())
-        .get(&nodes[0])
-        .await?
-        .metadata
-        .labels
-        .unwrap_or_default();
+    assert_eq!(status.end_reason, Some(offpeak_api::EndReason::Expired));
+    let ended_at =
+        chrono::DateTime::parse_from_rfc3339(status.ended_at.expect("endedAt").as_str())?;
     assert!(
-        !labels.contains_key(LEASE),
+        ended_at >= end,
+        "ended at {ended_at}, before its end time {end}"
+    );
+    let node = Api::<Node>::all(admin.clone()).get(&nodes[0]).await?;
+    let labels = node.metadata.labels.unwrap_or_default();
+    assert!(
+        !labels.contains_key(LEASE) && !labels.contains_key(TENANT),
         "the node is still lent: {labels:?}"
+    );
+    assert!(
+        node.spec
+            .and_then(|s| s.taints)
+            .unwrap_or_default()
+            .iter()
+            .all(|t| t.key != TENANT),
+        "the tenant's taint stayed"
     );
     eventually("the quota to drop back to 0", || async {
         Ok(quota_cpu(&admin, "acme-g").await?.as_deref() == Some("0"))

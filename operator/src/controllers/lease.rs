@@ -1,37 +1,38 @@
-//! The lease controller: a finalizer so that a deleted lease's nodes come back before the
-//! object goes, and the status of leases whose pool does not exist (the pool controller
-//! writes every other lease status).
+//! The lease controller: leases whose pool does not exist (the pool pass writes every other
+//! lease). Such a lease waits with `PoolNotFound`; deleted, it gives back any node still
+//! marked for it (its pool was deleted under it) and lets go of its finalizer.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
 use kube::ResourceExt;
-use kube::api::Api;
+use kube::api::{Api, EvictParams, Patch, PatchParams};
+use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
 use offpeak_api::{CapacityLease, CapacityLeaseStatus, LeasePhase};
+use serde_json::json;
 
-use super::binding::{return_nodes, write_status};
-use super::{Context, conditions, drive, retry_after};
-use crate::desired::binding::lease_of;
+use super::{Context, drive, retry_after};
+use crate::desired::binding;
 use crate::error::{Error, Result};
-use crate::observe::lease_key;
+use crate::names::{FIELD_MANAGER, FINALIZER};
+use crate::observe::lease_name;
+use crate::plan::conditions;
+use crate::plan::pool::NodeMarks;
 
-pub const FINALIZER: &str = "offpeak.dev/return-nodes";
-
-pub async fn run(ctx: Arc<Context>) {
+pub async fn run(
+    ctx: Arc<Context>,
+    triggers: futures::channel::mpsc::UnboundedReceiver<ObjectRef<CapacityLease>>,
+) {
+    let own = futures::stream::pending::<Result<CapacityLease, kube::runtime::watcher::Error>>();
     drive(
-        Controller::new(
-            Api::<CapacityLease>::all(ctx.client.clone()),
-            watcher::Config::default(),
-        )
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx),
+        Controller::for_stream(own, ctx.stores.leases.clone())
+            .reconcile_on(triggers)
+            .run(reconcile, error_policy, ctx),
     )
     .await;
 }
@@ -40,35 +41,25 @@ fn error_policy(lease: Arc<CapacityLease>, error: &Error, ctx: Arc<Context>) -> 
     retry_after(
         &ctx,
         "lease",
-        &lease_key(&lease),
+        &lease_name(&lease),
         error,
         Duration::from_secs(5),
     )
 }
 
-#[tracing::instrument(skip_all, fields(lease = %lease_key(&lease)))]
+#[tracing::instrument(skip_all, fields(lease = %lease_name(&lease)))]
 async fn reconcile(lease: Arc<CapacityLease>, ctx: Arc<Context>) -> Result<Action> {
-    let _timer = ctx.metrics.reconcile("lease");
-    let api: Api<CapacityLease> =
-        Api::namespaced(ctx.client.clone(), &lease.namespace().unwrap_or_default());
-    finalizer(&api, FINALIZER, lease, |event| async {
-        match event {
-            Finalizer::Apply(lease) => apply(&lease, &ctx).await,
-            Finalizer::Cleanup(lease) => cleanup(&lease, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    })
-}
-
-async fn apply(lease: &CapacityLease, ctx: &Context) -> Result<Action> {
-    let pool = lease.spec.pool.as_str();
-    if ctx.stores.pools.get(&ObjectRef::new(pool)).is_some() {
+    if ctx
+        .stores
+        .pools
+        .get(&ObjectRef::new(lease.spec.pool.as_str()))
+        .is_some()
+    {
         return Ok(Action::await_change());
+    }
+    let _timer = ctx.metrics.reconcile("lease");
+    if lease.metadata.deletion_timestamp.is_some() {
+        return let_go(&lease, &ctx).await;
     }
     let old = lease.status.clone().unwrap_or_default();
     if matches!(
@@ -77,6 +68,7 @@ async fn apply(lease: &CapacityLease, ctx: &Context) -> Result<Action> {
     ) {
         return Ok(Action::await_change());
     }
+    let pool = lease.spec.pool.as_str();
     let message = format!("CapacityPool {pool} does not exist; the lease waits until it does");
     let status = CapacityLeaseStatus {
         phase: Some(LeasePhase::Pending),
@@ -92,52 +84,115 @@ async fn apply(lease: &CapacityLease, ctx: &Context) -> Result<Action> {
         observed_generation: lease.metadata.generation,
         ..Default::default()
     };
+    if lease.status.as_ref() == Some(&status) {
+        return Ok(Action::await_change());
+    }
+    let api: Api<CapacityLease> =
+        Api::namespaced(ctx.client.clone(), &lease.namespace().unwrap_or_default());
+    let body =
+        json!({"apiVersion": "offpeak.dev/v1alpha1", "kind": "CapacityLease", "status": status});
+    api.patch_status(
+        &lease.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await?;
     let was = old
         .conditions
         .iter()
         .find(|c| c.type_ == "Admitted")
-        .map(|c| c.reason.clone());
-    if write_status(ctx, lease, status).await? && was.as_deref() != Some("PoolNotFound") {
-        ctx.event(lease, EventType::Warning, "PoolNotFound", message)
-            .await;
+        .map(|c| c.reason.as_str());
+    if was != Some("PoolNotFound") {
+        ctx.event(
+            &reference(&lease),
+            EventType::Warning,
+            "PoolNotFound",
+            message,
+        )
+        .await;
     }
-    // Pools are not watched here; look again shortly.
-    Ok(Action::requeue(Duration::from_secs(15)))
+    Ok(Action::await_change())
 }
 
-/// Returns every node lent to the lease (from the nodes' labels, so nodes bound moments
-/// before the deletion are found too).
-async fn cleanup(lease: &CapacityLease, ctx: &Context) -> Result<Action> {
-    let key = lease_key(lease);
-    let nodes: BTreeSet<String> = ctx
+fn reference(lease: &CapacityLease) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("offpeak.dev/v1alpha1".into()),
+        kind: Some("CapacityLease".into()),
+        name: lease.metadata.name.clone(),
+        namespace: lease.metadata.namespace.clone(),
+        uid: lease.metadata.uid.clone(),
+        ..Default::default()
+    }
+}
+
+/// A deleted lease of a pool that no longer exists: its tenant's pods leave any node still
+/// marked for it, the node is unmarked, and the finalizer goes.
+async fn let_go(lease: &CapacityLease, ctx: &Context) -> Result<Action> {
+    let uid = lease.uid().unwrap_or_default();
+    let marked: Vec<Arc<Node>> = ctx
         .stores
         .nodes
         .state()
-        .iter()
-        .filter(|n| lease_of(n) == Some(key.as_str()))
-        .map(|n| n.name_any())
+        .into_iter()
+        .filter(|n| binding::marks(n).lease.as_deref() == Some(uid.as_str()))
         .collect();
-    if nodes.is_empty() {
-        return Ok(Action::await_change());
+    let namespace = lease.namespace().unwrap_or_default();
+    let mut waiting = false;
+    for node in &marked {
+        let tenant_pods: Vec<_> = ctx
+            .stores
+            .pods
+            .on_node(&node.name_any())
+            .into_iter()
+            .filter(|p| p.namespace == namespace && !p.node_level)
+            .collect();
+        if tenant_pods.is_empty() {
+            let from = binding::marks(node);
+            let body = binding::patch(
+                node,
+                node.resource_version().as_deref(),
+                &from,
+                &NodeMarks::default(),
+            );
+            Api::<Node>::all(ctx.client.clone())
+                .patch(
+                    &node.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(body),
+                )
+                .await?;
+        } else {
+            waiting = true;
+            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+            for pod in tenant_pods.iter().filter(|p| !p.deleting) {
+                match pods.evict(&pod.name, &EvictParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
     }
-    if return_nodes(ctx, &nodes).await? {
-        ctx.event(
-            lease,
-            EventType::Normal,
-            "NodesReturned",
-            format!(
-                "lease deleted; nodes {} returned to pool {}",
-                nodes.iter().cloned().collect::<Vec<_>>().join(", "),
-                lease.spec.pool
-            ),
+    if waiting {
+        // The tenant's pods are leaving; this is waiting, not an error.
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
+    if lease.finalizers().iter().any(|f| f == FINALIZER) {
+        let rest: Vec<String> = lease
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .cloned()
+            .collect();
+        let api: Api<CapacityLease> = Api::namespaced(ctx.client.clone(), &namespace);
+        let body =
+            json!({"metadata": {"resourceVersion": lease.resource_version(), "finalizers": rest}});
+        api.patch(
+            &lease.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(body),
         )
-        .await;
-        Ok(Action::await_change())
-    } else {
-        // The tenant's pods are being evicted; the finalizer stays until they are gone.
-        Err(Error::Spec {
-            object: key,
-            message: "waiting for the tenant's pods to leave its nodes".into(),
-        })
+        .await?;
     }
+    Ok(Action::await_change())
 }

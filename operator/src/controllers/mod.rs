@@ -1,63 +1,51 @@
 //! The controllers and what they share: one [`Context`] (client, event recorder, metrics,
-//! settings, watch caches), and the loop that runs them.
+//! settings, watch caches, what failed lately), and the loop that runs them.
 //!
+//! - `pool`: the pool pass (observe → plan → apply): idle nodes, admission, binding, term
+//!   ends, returns, finalizers and the status of every lease of the pool, and the pool's.
+//!   It is the only writer of the nodes and of the status of leases whose pool exists, so a
+//!   pool's admission is decided in one place, first come first served.
+//! - `lease`: leases whose pool does not exist.
 //! - `tenant`: a tenant's namespaces, RBAC, default requests and lease quota.
-//! - `pool`: idle nodes, admission of the pool's leases, binding, term ends, pool status.
-//!   It is the only writer of the status of leases whose pool exists, so admission for a
-//!   pool is decided in one place, first come first served.
-//! - `lease`: the finalizer that returns a lease's nodes when it is deleted, and the status
-//!   of leases whose pool does not exist.
 
-pub mod binding;
-pub mod conditions;
+pub mod caches;
 pub mod lease;
 pub mod pool;
 pub mod tenant;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
-use kube::api::Api;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::watcher::{self, watcher};
-use kube::runtime::{WatchStreamExt, reflector as reflect};
-use kube::{Client, Resource, ResourceExt};
-use offpeak_api::{CapacityLease, CapacityPool, PeakReservation, RateCard, Tenant};
 
+pub use self::caches::Stores;
+use self::pool::Memory;
+use crate::plan::pool::PlanSettings;
 use crate::telemetry::Metrics;
 
 /// Settings of the controllers.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// How long the head of a pool's queue waits before nothing may pass it.
-    pub starvation_guard: chrono::Duration,
-    /// How often active leases' cost and pools' state are refreshed at the latest.
-    pub resync: Duration,
+    /// What shapes every pool's plan (starvation guard, cost refresh).
+    pub plan: PlanSettings,
+    /// How often a tenant's objects are applied again even if nothing changed, to undo
+    /// drift made by hand.
+    pub tenant_resync: Duration,
+    /// How many leases' writes one pool pass applies at once.
+    pub write_concurrency: usize,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            starvation_guard: chrono::Duration::minutes(10),
-            resync: Duration::from_secs(60),
+            plan: PlanSettings::default(),
+            tenant_resync: Duration::from_secs(600),
+            write_concurrency: 32,
         }
     }
-}
-
-/// Watch caches of everything the controllers read.
-#[derive(Clone)]
-pub struct Stores {
-    pub nodes: Store<Node>,
-    pub pods: Store<Pod>,
-    pub namespaces: Store<Namespace>,
-    pub tenants: Store<Tenant>,
-    pub pools: Store<CapacityPool>,
-    pub leases: Store<CapacityLease>,
-    pub reservations: Store<PeakReservation>,
-    pub rate_cards: Store<RateCard>,
 }
 
 pub struct Context {
@@ -66,13 +54,15 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     pub stores: Stores,
+    /// Writes that failed lately, so the next passes back off and say why.
+    pub memory: Mutex<Memory>,
 }
 
 impl Context {
     /// Publishes an event about `object`; a failure to publish is logged, never fatal.
-    pub async fn event<K: Resource<DynamicType = ()>>(
+    pub async fn event(
         &self,
-        object: &K,
+        object: &ObjectReference,
         type_: EventType,
         reason: &str,
         note: String,
@@ -84,53 +74,13 @@ impl Context {
             action: reason.to_string(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &object.object_ref(&())).await {
-            tracing::warn!(object = %object.name_any(), reason, error = %e, "cannot publish event");
-        }
-    }
-}
-
-/// A watch cache for `K`, and the task that fills it. Every change also nudges `changed`
-/// (the pool controller re-decides its pools when anything it reads moves).
-fn cache<K>(
-    api: Api<K>,
-    changed: futures::channel::mpsc::UnboundedSender<()>,
-) -> (Store<K>, impl std::future::Future<Output = ()>)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store();
-    let task = reflect(writer, watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .touched_objects()
-        .for_each(move |event| {
-            if let Err(e) = &event {
-                tracing::warn!(error = %e, kind = K::kind(&()).as_ref(), "watch error; retrying");
+        match self.recorder.publish(&event, object).await {
+            Ok(()) => self.metrics.write("event", "ok"),
+            Err(e) => {
+                self.metrics.write("event", "error");
+                tracing::warn!(object = object.name.as_deref().unwrap_or_default(), reason, error = %e, "cannot publish event");
             }
-            let _ = changed.unbounded_send(());
-            futures::future::ready(())
-        });
-    (store, task)
-}
-
-/// Pods carry much the pool controller does not read; keep what it does.
-fn slim_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    if let Some(spec) = pod.spec.as_mut() {
-        spec.containers.clear();
-        spec.init_containers = None;
-        spec.volumes = None;
-    }
-    if let Some(status) = pod.status.as_mut() {
-        status.conditions = None;
-        status.container_statuses = None;
-        status.init_container_statuses = None;
+        }
     }
 }
 
@@ -182,6 +132,25 @@ async fn count_leases(ctx: Arc<Context>) {
     }
 }
 
+/// Tells about objects the caches skipped because they cannot be read.
+async fn report_unreadable(
+    ctx: Arc<Context>,
+    mut unreadable: futures::channel::mpsc::UnboundedReceiver<caches::Unreadable>,
+) {
+    while let Some(object) = unreadable.next().await {
+        ctx.event(
+            &object.reference,
+            EventType::Warning,
+            "Unreadable",
+            format!(
+                "the operator cannot read this {} and skips it until it is fixed: {}",
+                object.kind, object.error
+            ),
+        )
+        .await;
+    }
+}
+
 /// Runs every controller until the process ends.
 pub async fn run(
     client: Client,
@@ -189,44 +158,7 @@ pub async fn run(
     settings: Settings,
     ready: crate::telemetry::Readiness,
 ) -> anyhow::Result<()> {
-    let (changed_tx, changed_rx) = futures::channel::mpsc::unbounded::<()>();
-    let (nodes, nodes_task) = cache(Api::<Node>::all(client.clone()), changed_tx.clone());
-    let (namespaces, namespaces_task) =
-        cache(Api::<Namespace>::all(client.clone()), changed_tx.clone());
-    let (tenants, tenants_task) = cache(Api::<Tenant>::all(client.clone()), changed_tx.clone());
-    let (pools, pools_task) = cache(Api::<CapacityPool>::all(client.clone()), changed_tx.clone());
-    let (leases, leases_task) = cache(
-        Api::<CapacityLease>::all(client.clone()),
-        changed_tx.clone(),
-    );
-    let (reservations, reservations_task) = cache(
-        Api::<PeakReservation>::all(client.clone()),
-        changed_tx.clone(),
-    );
-    let (rate_cards, rate_cards_task) =
-        cache(Api::<RateCard>::all(client.clone()), changed_tx.clone());
-    let (pods, pods_writer) = reflector::store();
-    let pods_changed = changed_tx.clone();
-    let pods_task = reflect(
-        pods_writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).modify(slim_pod),
-    )
-    .default_backoff()
-    .touched_objects()
-    .for_each(move |_| {
-        let _ = pods_changed.unbounded_send(());
-        futures::future::ready(())
-    });
-    let stores = Stores {
-        nodes,
-        pods,
-        namespaces,
-        tenants,
-        pools,
-        leases,
-        reservations,
-        rate_cards,
-    };
+    let (stores, triggers, caches, unreadable) = caches::start(&client, metrics.clone());
     let reporter = Reporter {
         controller: "offpeak".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -237,56 +169,43 @@ pub async fn run(
         metrics,
         settings,
         stores: stores.clone(),
+        memory: Mutex::new(Memory::default()),
     });
-
-    let caches = async {
-        tokio::join!(
-            nodes_task,
-            pods_task,
-            namespaces_task,
-            tenants_task,
-            pools_task,
-            leases_task,
-            reservations_task,
-            rate_cards_task
-        );
-    };
     let controllers = async {
-        for (kind, synced) in [
-            ("nodes", stores.nodes.wait_until_ready().await.is_ok()),
-            ("pods", stores.pods.wait_until_ready().await.is_ok()),
-            (
-                "namespaces",
-                stores.namespaces.wait_until_ready().await.is_ok(),
-            ),
-            ("tenants", stores.tenants.wait_until_ready().await.is_ok()),
-            ("pools", stores.pools.wait_until_ready().await.is_ok()),
-            ("leases", stores.leases.wait_until_ready().await.is_ok()),
-            (
-                "reservations",
-                stores.reservations.wait_until_ready().await.is_ok(),
-            ),
-            (
-                "rate cards",
-                stores.rate_cards.wait_until_ready().await.is_ok(),
-            ),
-        ] {
-            if !synced {
-                anyhow::bail!("the {kind} cache stopped before it synced");
-            }
-        }
+        stores.synced().await?;
         tracing::info!("caches synced; starting controllers");
         ready.set_ready();
         tokio::join!(
-            pool::run(ctx.clone(), changed_rx),
-            lease::run(ctx.clone()),
-            tenant::run(ctx.clone()),
-            count_leases(ctx.clone())
+            pool::run(ctx.clone(), triggers.pools),
+            lease::run(ctx.clone(), triggers.leases),
+            tenant::run(ctx.clone(), triggers.tenants),
+            count_leases(ctx.clone()),
+            report_unreadable(ctx.clone(), unreadable),
         );
         anyhow::Ok(())
     };
     tokio::select! {
         () = caches => anyhow::bail!("the watch caches stopped"),
         result = controllers => result,
+        () = shutdown() => {
+            tracing::info!("asked to stop; stopping");
+            Ok(())
+        }
     }
+}
+
+/// Resolves on Ctrl-C or SIGTERM (a pod being stopped).
+async fn shutdown() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

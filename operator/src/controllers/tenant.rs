@@ -2,51 +2,45 @@
 //! tenant's, its people are bound to the tenant role there, pods get default requests, and
 //! the namespace's quota equals the capacity of its active leases.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
 use kube::{Resource, ResourceExt};
 use offpeak_api::{CapacityLease, LeasePhase, Tenant, TenantStatus};
 use serde_json::json;
 
-use super::{Context, conditions, drive, retry_after};
+use super::{Context, drive, retry_after};
 use crate::desired::tenancy;
 use crate::error::{Error, Result};
 use crate::names::{FIELD_MANAGER, TENANT};
 use crate::observe;
+use crate::plan::conditions;
 use crate::plan::resources::Resources;
 
-pub async fn run(ctx: Arc<Context>) {
-    let namespaces = ctx.stores.namespaces.clone();
-    // A lease changing in a namespace re-reconciles the namespace's tenant (its quota).
-    let lease_to_tenant = move |lease: CapacityLease| {
-        let ns = lease.namespace().unwrap_or_default();
-        namespaces
-            .get(&ObjectRef::new(&ns))
-            .and_then(|n| n.labels().get(TENANT).cloned())
-            .map(|t| ObjectRef::<Tenant>::new(&t))
-    };
+pub async fn run(
+    ctx: Arc<Context>,
+    triggers: futures::channel::mpsc::UnboundedReceiver<ObjectRef<Tenant>>,
+) {
+    let own = futures::stream::pending::<Result<Tenant, kube::runtime::watcher::Error>>();
+    let applied = Arc::new(Applied::default());
     drive(
-        Controller::new(
-            Api::<Tenant>::all(ctx.client.clone()),
-            watcher::Config::default(),
-        )
-        .watches(
-            Api::<CapacityLease>::all(ctx.client.clone()),
-            watcher::Config::default(),
-            lease_to_tenant,
-        )
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx),
+        Controller::for_stream(own, ctx.stores.tenants.clone())
+            .reconcile_on(triggers)
+            .run(
+                move |tenant, ctx| reconcile(tenant, ctx, applied.clone()),
+                error_policy,
+                ctx,
+            ),
     )
     .await;
 }
@@ -61,22 +55,66 @@ fn error_policy(tenant: Arc<Tenant>, error: &Error, ctx: Arc<Context>) -> Action
     )
 }
 
-async fn apply<K>(api: Api<K>, object: &K) -> Result<()>
+/// What was applied lately, so an unchanged object is not sent again until the resync
+/// (which puts back whatever someone changed by hand).
+#[derive(Default)]
+struct Applied(Mutex<HashMap<String, (u64, std::time::Instant)>>);
+
+impl Applied {
+    fn fresh(&self, key: &str, digest: u64, resync: Duration) -> bool {
+        self.0.lock().is_ok_and(|m| {
+            m.get(key)
+                .is_some_and(|(d, at)| *d == digest && at.elapsed() < resync)
+        })
+    }
+
+    fn remember(&self, key: String, digest: u64) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(key, (digest, std::time::Instant::now()));
+        }
+    }
+}
+
+async fn apply<K>(ctx: &Context, applied: &Applied, api: Api<K>, object: &K) -> Result<()>
 where
-    K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
 {
     let name = object.meta().name.clone().unwrap_or_default();
+    let key = format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        object.meta().namespace.clone().unwrap_or_default(),
+        name
+    );
+    let digest = {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        serde_json::to_string(object)?.hash(&mut hasher);
+        hasher.finish()
+    };
+    if applied.fresh(&key, digest, ctx.settings.tenant_resync) {
+        return Ok(());
+    }
     api.patch(
         &name,
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(object),
     )
     .await?;
+    ctx.metrics.write("tenant_object", "ok");
+    applied.remember(key, digest);
     Ok(())
 }
 
 #[tracing::instrument(skip_all, fields(tenant = %tenant.name_any()))]
-async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
+async fn reconcile(
+    tenant: Arc<Tenant>,
+    ctx: Arc<Context>,
+    applied: Arc<Applied>,
+) -> Result<Action> {
     let _timer = ctx.metrics.reconcile("tenant");
     let name = tenant.name_any();
     let client = &ctx.client;
@@ -97,16 +135,22 @@ async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
             continue;
         }
         apply(
+            &ctx,
+            &applied,
             Api::<Namespace>::all(client.clone()),
             &tenancy::namespace(namespace, &name),
         )
         .await?;
         apply(
+            &ctx,
+            &applied,
             Api::<RoleBinding>::namespaced(client.clone(), namespace),
             &tenancy::role_binding(namespace, &name, &users, &groups),
         )
         .await?;
         apply(
+            &ctx,
+            &applied,
             Api::<LimitRange>::namespaced(client.clone(), namespace),
             &tenancy::default_requests(namespace, &name),
         )
@@ -114,6 +158,8 @@ async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
         let (leased, slots, count) = leased_capacity(&ctx, namespace);
         active_leases += count;
         apply(
+            &ctx,
+            &applied,
             Api::<ResourceQuota>::namespaced(client.clone(), namespace),
             &tenancy::lease_quota(namespace, &name, &leased, slots),
         )
@@ -186,10 +232,11 @@ async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
             } else {
                 EventType::Warning
             };
-            ctx.event(tenant.as_ref(), kind, reason, message).await;
+            let reference = tenant.object_ref(&());
+            ctx.event(&reference, kind, reason, message).await;
         }
     }
-    Ok(Action::requeue(ctx.settings.resync))
+    Ok(Action::requeue(ctx.settings.tenant_resync))
 }
 
 /// The allocatable of the nodes bound to the namespace's active leases, their pod slots,

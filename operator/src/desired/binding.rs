@@ -1,13 +1,14 @@
-//! Marking a node lent to a lease, and returning it. Node taints are an atomic list shared
-//! with other writers (the node lifecycle controller, cluster autoscalers, people), so the
-//! patch keeps every other taint and carries the node's resourceVersion: if anyone changed
-//! the node meanwhile the API server refuses it (409) and the controller retries from a
-//! fresh read, never overwriting someone else's taint.
+//! A node's Offpeak marks as a merge patch. Node taints are an atomic list shared with other
+//! writers (the node lifecycle controller, cluster autoscalers, people), so the patch keeps
+//! every other taint and carries the resourceVersion the plan saw: if anyone changed the
+//! node meanwhile the API server refuses it (409) and the pool is planned again from fresh
+//! caches, never overwriting someone else's taint.
 
 use k8s_openapi::api::core::v1::{Node, Taint};
 use serde_json::{Value, json};
 
-use crate::names::{LEASE, TENANT};
+use crate::names::{IDLE_SINCE, LEASE, LEASE_NAME, TENANT};
+use crate::plan::pool::NodeMarks;
 
 /// The taint that keeps everyone but the tenant off a lent node.
 pub fn tenant_taint(tenant: &str) -> Taint {
@@ -29,37 +30,75 @@ fn other_taints(node: &Node) -> Vec<Taint> {
         .collect()
 }
 
-/// A merge patch that lends `node` to `lease_key` (`<namespace>.<name>`) of `tenant`.
-pub fn bind(node: &Node, tenant: &str, lease_key: &str) -> Value {
-    let mut taints = other_taints(node);
-    taints.push(tenant_taint(tenant));
-    json!({
-        "metadata": {
-            "resourceVersion": node.metadata.resource_version,
-            "labels": { TENANT: tenant, LEASE: lease_key },
-        },
-        "spec": { "taints": taints },
-    })
+/// The marks Offpeak has written on `node`.
+pub fn marks(node: &Node) -> NodeMarks {
+    let label = |key: &str| node.metadata.labels.as_ref()?.get(key).cloned();
+    let annotation = |key: &str| node.metadata.annotations.as_ref()?.get(key).cloned();
+    NodeMarks {
+        lease: label(LEASE),
+        lease_name: annotation(LEASE_NAME),
+        tenant: label(TENANT),
+        tainted_for: node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .and_then(|ts| ts.iter().find(|t| t.key == TENANT))
+            .map(|t| t.value.clone().unwrap_or_default()),
+        idle_since: annotation(IDLE_SINCE),
+    }
 }
 
-/// A merge patch that returns `node` to the pool.
-pub fn unbind(node: &Node) -> Value {
-    json!({
-        "metadata": {
-            "resourceVersion": node.metadata.resource_version,
-            "labels": { TENANT: null, LEASE: null },
-        },
-        "spec": { "taints": other_taints(node) },
-    })
-}
-
-/// The lease a node is lent to, from its label.
-pub fn lease_of(node: &Node) -> Option<&str> {
-    node.metadata
-        .labels
-        .as_ref()?
-        .get(LEASE)
-        .map(String::as_str)
+/// A merge patch that takes `node` to the marks `to`, locked on `resource_version`. Only
+/// what differs from `from` is written; the taint list is written whole when it changes.
+pub fn patch(
+    node: &Node,
+    resource_version: Option<&str>,
+    from: &NodeMarks,
+    to: &NodeMarks,
+) -> Value {
+    let mut labels = serde_json::Map::new();
+    let mut annotations = serde_json::Map::new();
+    let set = |map: &mut serde_json::Map<String, Value>,
+               key: &str,
+               was: &Option<String>,
+               want: &Option<String>| {
+        if was != want {
+            map.insert(
+                key.to_string(),
+                want.clone().map_or(Value::Null, Value::String),
+            );
+        }
+    };
+    set(&mut labels, LEASE, &from.lease, &to.lease);
+    set(&mut labels, TENANT, &from.tenant, &to.tenant);
+    set(
+        &mut annotations,
+        LEASE_NAME,
+        &from.lease_name,
+        &to.lease_name,
+    );
+    set(
+        &mut annotations,
+        IDLE_SINCE,
+        &from.idle_since,
+        &to.idle_since,
+    );
+    let mut metadata = json!({ "resourceVersion": resource_version });
+    if !labels.is_empty() {
+        metadata["labels"] = Value::Object(labels);
+    }
+    if !annotations.is_empty() {
+        metadata["annotations"] = Value::Object(annotations);
+    }
+    let mut body = json!({ "metadata": metadata });
+    if from.tainted_for != to.tainted_for {
+        let mut taints = other_taints(node);
+        if let Some(tenant) = &to.tainted_for {
+            taints.push(tenant_taint(tenant));
+        }
+        body["spec"] = json!({ "taints": taints });
+    }
+    body
 }
 
 #[cfg(test)]
@@ -91,33 +130,91 @@ mod tests {
         }
     }
 
-    #[test]
-    fn binding_keeps_other_taints_and_locks_on_the_version() {
-        let patch = bind(&node_with(vec![not_ready()]), "acme", "acme-prod.render");
-        assert_eq!(patch["metadata"]["resourceVersion"], "42");
-        assert_eq!(patch["metadata"]["labels"][LEASE], "acme-prod.render");
-        let taints = patch["spec"]["taints"].as_array().unwrap();
-        assert_eq!(taints.len(), 2);
-        assert_eq!(taints[0]["key"], "node.kubernetes.io/not-ready");
-        assert_eq!(taints[1]["key"], TENANT);
-        assert_eq!(taints[1]["value"], "acme");
+    fn lent(tenant: &str) -> NodeMarks {
+        NodeMarks {
+            lease: Some("0b6d6a5e-7c1e-4a57-9a0e-1f2f7d3c9a10".into()),
+            lease_name: Some("acme-prod/render".into()),
+            tenant: Some(tenant.into()),
+            tainted_for: Some(tenant.into()),
+            idle_since: None,
+        }
     }
 
     #[test]
-    fn unbinding_removes_only_offpeaks_marks() {
-        let lent = node_with(vec![not_ready(), tenant_taint("acme")]);
-        let patch = unbind(&lent);
-        assert_eq!(patch["metadata"]["labels"][TENANT], Value::Null);
-        let taints = patch["spec"]["taints"].as_array().unwrap();
-        assert_eq!(taints.len(), 1);
-        assert_eq!(taints[0]["key"], "node.kubernetes.io/not-ready");
+    fn binding_keeps_other_taints_clears_the_idle_clock_and_locks_on_the_version() {
+        let idle = NodeMarks {
+            idle_since: Some("2026-11-22T20:00:00Z".into()),
+            ..NodeMarks::default()
+        };
+        let node = node_with(vec![not_ready()]);
+        let patch = patch(&node, Some("42"), &idle, &lent("acme"));
+        assert_eq!(
+            patch,
+            json!({
+                "metadata": {
+                    "resourceVersion": "42",
+                    "labels": {LEASE: "0b6d6a5e-7c1e-4a57-9a0e-1f2f7d3c9a10", TENANT: "acme"},
+                    "annotations": {LEASE_NAME: "acme-prod/render", IDLE_SINCE: null},
+                },
+                "spec": {"taints": [
+                    {"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"},
+                    {"key": TENANT, "value": "acme", "effect": "NoSchedule"},
+                ]},
+            })
+        );
     }
 
     #[test]
-    fn rebinding_replaces_the_previous_tenants_taint() {
-        let patch = bind(&node_with(vec![tenant_taint("globex")]), "acme", "a.b");
-        let taints = patch["spec"]["taints"].as_array().unwrap();
-        assert_eq!(taints.len(), 1);
-        assert_eq!(taints[0]["value"], "acme");
+    fn a_return_takes_the_labels_first_and_the_taint_last() {
+        let node = node_with(vec![not_ready(), tenant_taint("acme")]);
+        let labels_off = NodeMarks {
+            tainted_for: Some("acme".into()),
+            ..NodeMarks::default()
+        };
+        let first = patch(&node, Some("42"), &lent("acme"), &labels_off);
+        assert_eq!(
+            first,
+            json!({"metadata": {
+                "resourceVersion": "42",
+                "labels": {LEASE: null, TENANT: null},
+                "annotations": {LEASE_NAME: null},
+            }})
+        );
+        let back = NodeMarks {
+            idle_since: Some("2026-11-22T21:00:00Z".into()),
+            ..NodeMarks::default()
+        };
+        let last = patch(&node, Some("43"), &labels_off, &back);
+        assert_eq!(
+            last["spec"]["taints"],
+            json!([{"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}])
+        );
+        assert_eq!(
+            last["metadata"]["annotations"][IDLE_SINCE],
+            "2026-11-22T21:00:00Z"
+        );
+    }
+
+    #[test]
+    fn marks_read_back_what_a_patch_writes() {
+        let mut node = node_with(vec![not_ready(), tenant_taint("acme")]);
+        node.metadata.labels = Some(
+            [
+                (LEASE.to_string(), "u1".to_string()),
+                (TENANT.to_string(), "acme".to_string()),
+            ]
+            .into(),
+        );
+        node.metadata.annotations = Some([(LEASE_NAME.to_string(), "a/b".to_string())].into());
+        assert_eq!(
+            marks(&node),
+            NodeMarks {
+                lease: Some("u1".into()),
+                lease_name: Some("a/b".into()),
+                tenant: Some("acme".into()),
+                tainted_for: Some("acme".into()),
+                idle_since: None,
+            }
+        );
     }
 }

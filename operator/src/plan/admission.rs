@@ -24,7 +24,10 @@
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 
+use std::collections::BTreeMap;
+
 use super::calendar::{Calendar, Interval};
+use super::eligibility::{TenantView, over_credit};
 use super::node_choice::{self, Ask, Candidate};
 use super::resources::Resources;
 
@@ -84,6 +87,8 @@ pub struct PoolSnapshot {
     pub reserved: Vec<Holding>,
     /// Current spot prices per resource-hour, if a rate card prices the pool.
     pub spot_prices: Option<HourlyPrices>,
+    /// Reserved prices per resource-hour, if a rate card prices the pool.
+    pub reserved_prices: Option<HourlyPrices>,
 }
 
 /// Prices per resource-hour: a core, a GiB of memory, a GPU.
@@ -106,10 +111,15 @@ impl HourlyPrices {
 /// What a lease asks.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LeaseRequest {
+    /// `<namespace>/<name>`.
     pub name: String,
+    /// The tenant that pays, whose credit limit the lease counts against.
+    pub tenant: String,
     pub class: LeaseClass,
     pub ask: Ask,
     pub term: Interval,
+    /// The hours the lease counts for against its tenant's credit limit.
+    pub credit_hours: Decimal,
     pub max_price: Option<Decimal>,
     /// When it was created, for first come first served.
     pub created: DateTime<Utc>,
@@ -125,6 +135,7 @@ pub enum Reason {
     NoSpotPrice,
     Queued,
     ExceedsPool,
+    CreditLimit,
 }
 
 impl Reason {
@@ -137,6 +148,7 @@ impl Reason {
             Reason::NoSpotPrice => "NoSpotPrice",
             Reason::Queued => "Queued",
             Reason::ExceedsPool => "ExceedsPool",
+            Reason::CreditLimit => "CreditLimit",
         }
     }
 }
@@ -161,14 +173,15 @@ impl PoolSnapshot {
             })
     }
 
-    /// Every reservation window in `term`, with the limit it sets.
+    /// Every reservation window that overlaps `term`, whole (not cut to the term, so what
+    /// a message says of it does not move with the term), with the limit it sets.
     fn windows_in(&self, term: Interval) -> Vec<(Interval, usize, &Reservation)> {
         self.reservations
             .iter()
             .flat_map(|r| {
                 let limit = r.keep.lend_limit(self.nodes_total);
                 r.calendar
-                    .windows(term)
+                    .whole_windows(term)
                     .into_iter()
                     .map(move |w| (w, limit, r))
             })
@@ -320,6 +333,15 @@ fn never_fits(pool: &PoolSnapshot, lease: &LeaseRequest) -> Option<Decision> {
 /// The first moment in the lease's term when Reserved leases would exceed the limit.
 fn term_conflict(pool: &PoolSnapshot, lease: &LeaseRequest, nodes: usize) -> Option<String> {
     let windows = pool.windows_in(lease.term);
+    // Fast path: every Reserved lease at once, at the tightest limit of the term, fits.
+    let held_ever: usize = pool.reserved.iter().map(|h| h.nodes).sum();
+    let tightest = windows
+        .iter()
+        .map(|(_, limit, _)| *limit)
+        .fold(pool.headroom_limit, usize::min);
+    if held_ever + nodes <= tightest {
+        return None;
+    }
     let mut moments: Vec<DateTime<Utc>> = vec![lease.term.start];
     moments.extend(windows.iter().flat_map(|(w, _, _)| [w.start, w.end]));
     moments.extend(
@@ -349,9 +371,17 @@ fn term_conflict(pool: &PoolSnapshot, lease: &LeaseRequest, nodes: usize) -> Opt
                 Some(r) => format!("peak reservation {} lets it lend {limit} node(s)", r.name),
                 None => format!("headroom lets it lend {limit} node(s)"),
             };
+            // The term starts now: say so rather than name an instant that moves each pass.
+            let when = if at == lease.term.start {
+                "from now".to_string()
+            } else {
+                format!(
+                    "at {}",
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )
+            };
             return Some(format!(
-                "at {} pool {}: {why}, Reserved leases hold {held} and this lease needs {nodes}",
-                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "{when} pool {}: {why}, Reserved leases hold {held} and this lease needs {nodes}",
                 pool.name
             ));
         }
@@ -360,10 +390,14 @@ fn term_conflict(pool: &PoolSnapshot, lease: &LeaseRequest, nodes: usize) -> Opt
 }
 
 /// Decides a pool's pending leases in first-come-first-served order with bounded backfill
-/// (see the module docs). Returns one decision per lease, in the order given.
+/// (see the module docs), and holds each admitted lease against its tenant's credit limit:
+/// its most expensive outcome (the term at maxPricePerHour for Spot, at the Reserved price
+/// of the nodes it gets for Reserved) is added to what the tenant has committed, so a burst
+/// of leases cannot pass the limit together. Returns one decision per lease, in queue order.
 pub fn admit_in_order(
     pool: &PoolSnapshot,
     pending: &[LeaseRequest],
+    tenants: &mut BTreeMap<String, TenantView>,
     now: DateTime<Utc>,
     starvation_guard: Duration,
 ) -> Vec<(String, Decision)> {
@@ -386,7 +420,21 @@ pub fn admit_in_order(
             ));
             continue;
         }
-        let decision = decide(&pool, lease, now);
+        let mut decision = decide(&pool, lease, now);
+        if let Decision::Admit { nodes } = &decision
+            && let Some(tenant) = tenants.get_mut(&lease.tenant)
+        {
+            let worst_case = worst_case(&pool, lease, nodes);
+            match over_credit(tenant, worst_case) {
+                Some(message) => {
+                    decision = Decision::Wait {
+                        reason: Reason::CreditLimit,
+                        message,
+                    }
+                }
+                None => tenant.committed += worst_case,
+            }
+        }
         match &decision {
             Decision::Admit { nodes } => {
                 pool.free.retain(|c| !nodes.contains(&c.name));
@@ -413,6 +461,25 @@ pub fn admit_in_order(
         decisions.push((lease.name.clone(), decision));
     }
     decisions
+}
+
+/// The most a lease served by `nodes` can cost over its term.
+fn worst_case(pool: &PoolSnapshot, lease: &LeaseRequest, nodes: &[String]) -> Decimal {
+    let hours = lease.credit_hours;
+    match (lease.class, lease.max_price) {
+        (LeaseClass::Spot, Some(max)) => max * hours,
+        _ => {
+            let bound: Resources = pool
+                .free
+                .iter()
+                .filter(|c| nodes.contains(&c.name))
+                .map(|c| c.allocatable)
+                .sum();
+            pool.reserved_prices
+                .as_ref()
+                .map_or(Decimal::ZERO, |p| p.hourly(&bound) * hours)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -450,6 +517,11 @@ mod tests {
                 memory_gib: Decimal::ZERO,
                 gpu: Decimal::ZERO,
             }),
+            reserved_prices: Some(HourlyPrices {
+                cpu_core: Decimal::new(8, 2),
+                memory_gib: Decimal::ZERO,
+                gpu: Decimal::ZERO,
+            }),
         }
     }
 
@@ -457,9 +529,11 @@ mod tests {
         let start = utc(start);
         LeaseRequest {
             name: name.into(),
+            tenant: "acme".into(),
             class,
             ask: Ask::Resources(Resources::new(cpu * 1000, 0, 0)),
             term: Interval::new(start, start + Duration::hours(hours)),
+            credit_hours: Decimal::from(hours),
             max_price: (class == LeaseClass::Spot).then(|| Decimal::new(450, 2)),
             created: start,
         }
@@ -674,13 +748,20 @@ mod tests {
         let early = admit_in_order(
             &p,
             &[small.clone(), big.clone()],
+            &mut BTreeMap::new(),
             utc("2026-11-22T20:02:00Z"),
             guard,
         );
         assert_eq!(early[0].0, "big");
         assert!(matches!(early[1].1, Decision::Admit { .. }));
         // Once the big lease has waited 10 minutes, nothing passes it.
-        let late = admit_in_order(&p, &[small, big], utc("2026-11-22T20:15:00Z"), guard);
+        let late = admit_in_order(
+            &p,
+            &[small, big],
+            &mut BTreeMap::new(),
+            utc("2026-11-22T20:15:00Z"),
+            guard,
+        );
         assert!(
             matches!(
                 late[1].1,
@@ -691,6 +772,46 @@ mod tests {
             ),
             "{late:?}"
         );
+    }
+
+    #[test]
+    fn a_burst_of_leases_cannot_pass_the_credit_limit_together() {
+        let p = pool(4);
+        let now = utc("2026-11-22T20:00:00Z");
+        // Each Spot lease may cost up to 4.50 × 2 h = 9.00; the limit leaves room for one.
+        let mut tenants = BTreeMap::from([(
+            "acme".to_string(),
+            TenantView {
+                name: "acme".into(),
+                suspended: false,
+                allowed_pools: vec![],
+                credit_limit: Some(Decimal::new(1500, 2)),
+                open_balance: Decimal::new(300, 2),
+                committed: Decimal::ZERO,
+            },
+        )]);
+        let first = lease("first", LeaseClass::Spot, 16, "2026-11-22T20:00:00Z", 2);
+        let mut second = lease("second", LeaseClass::Spot, 16, "2026-11-22T20:00:00Z", 2);
+        second.created = first.created + Duration::seconds(1);
+        let decisions = admit_in_order(
+            &p,
+            &[second, first],
+            &mut tenants,
+            now,
+            Duration::minutes(10),
+        );
+        assert!(matches!(decisions[0], (ref n, Decision::Admit { .. }) if n == "first"));
+        assert_eq!(
+            decisions[1],
+            (
+                "second".to_string(),
+                Decision::Wait {
+                    reason: Reason::CreditLimit,
+                    message: "tenant acme: open balance 3.00 + other leases up to 9.00 + this lease up to 9.00 = 21.00, above the credit limit 15.00".into()
+                }
+            )
+        );
+        assert_eq!(tenants["acme"].committed, Decimal::new(900, 2));
     }
 
     proptest! {
@@ -708,7 +829,7 @@ mod tests {
                     l
                 })
                 .collect();
-            let decisions = admit_in_order(&p, &pending, now, Duration::minutes(10));
+            let decisions = admit_in_order(&p, &pending, &mut BTreeMap::new(), now, Duration::minutes(10));
             let mut used = std::collections::BTreeSet::new();
             for (_, d) in &decisions {
                 if let Decision::Admit { nodes } = d {

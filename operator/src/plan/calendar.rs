@@ -69,12 +69,21 @@ pub struct Calendar {
 impl Calendar {
     /// The reservation's windows that overlap `range`, clipped to it, sorted and merged.
     pub fn windows(&self, range: Interval) -> Vec<Interval> {
+        self.whole_windows(range)
+            .into_iter()
+            .filter_map(|w| w.clip(&range))
+            .collect()
+    }
+
+    /// The reservation's windows that overlap `range`, whole (cut only to the reservation's
+    /// validity), sorted and merged.
+    pub fn whole_windows(&self, range: Interval) -> Vec<Interval> {
         let mut windows: Vec<Interval> = match &self.schedule {
             Schedule::Once { start, end } => {
                 let valid = self.validity();
                 Interval::new(*start, *end)
-                    .clip(&range)
-                    .and_then(|w| w.clip(&valid))
+                    .clip(&valid)
+                    .filter(|w| w.overlaps(&range))
                     .into_iter()
                     .collect()
             }
@@ -100,7 +109,9 @@ impl Calendar {
                             date + Duration::days(1)
                         };
                         let end_at = latest(zone, end_date.and_time(*end));
-                        Interval::new(start_at, end_at).clip(&range)?.clip(&valid)
+                        Interval::new(start_at, end_at)
+                            .clip(&valid)
+                            .filter(|w| w.overlaps(&range))
                     })
                     .collect()
             }

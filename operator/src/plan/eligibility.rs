@@ -1,6 +1,7 @@
 //! Whether a tenant may have a lease at all, before any capacity is looked at: the lease's
-//! namespace belongs to a tenant, the tenant is not suspended, the pool is one it may use,
-//! and the lease's most expensive outcome fits its credit limit.
+//! namespace belongs to a tenant, the tenant is not suspended, the pool is one it may use;
+//! and, once nodes are chosen, whether the lease's most expensive outcome fits its credit
+//! limit.
 
 use rust_decimal::Decimal;
 
@@ -33,14 +34,8 @@ pub enum Verdict {
     },
 }
 
-/// `worst_case` is the most the lease can cost: its term at its maximum price (Spot) or at
-/// the Reserved rate.
-pub fn check(
-    tenant: Option<&TenantView>,
-    namespace: &str,
-    pool: &str,
-    worst_case: Decimal,
-) -> Verdict {
+/// Whether a lease in `namespace` may ask `pool` at all.
+pub fn check(tenant: Option<&TenantView>, namespace: &str, pool: &str) -> Verdict {
     let Some(tenant) = tenant else {
         return Verdict::Reject {
             reason: "NotATenantNamespace",
@@ -68,19 +63,21 @@ pub fn check(
             ),
         };
     }
-    if let Some(limit) = tenant.credit_limit {
-        let exposure = tenant.open_balance + tenant.committed + worst_case;
-        if exposure > limit {
-            return Verdict::Wait {
-                reason: "CreditLimit",
-                message: format!(
-                    "tenant {}: open balance {} + other leases up to {} + this lease up to {worst_case} = {exposure}, above the credit limit {limit}",
-                    tenant.name, tenant.open_balance, tenant.committed
-                ),
-            };
-        }
-    }
     Verdict::Eligible
+}
+
+/// Why admitting a lease that may cost up to `worst_case` would take the tenant past its
+/// credit limit, if it would: its term at its maximum price (Spot) or at the Reserved
+/// rate of the nodes it gets.
+pub fn over_credit(tenant: &TenantView, worst_case: Decimal) -> Option<String> {
+    let limit = tenant.credit_limit?;
+    let exposure = tenant.open_balance + tenant.committed + worst_case;
+    (exposure > limit).then(|| {
+        format!(
+            "tenant {}: open balance {} + other leases up to {} + this lease up to {worst_case} = {exposure}, above the credit limit {limit}",
+            tenant.name, tenant.open_balance, tenant.committed
+        )
+    })
 }
 
 #[cfg(test)]
@@ -100,30 +97,27 @@ mod tests {
 
     #[test]
     fn a_lease_within_limits_is_eligible() {
-        assert_eq!(
-            check(Some(&acme()), "acme", "general", Decimal::new(4000, 2)),
-            Verdict::Eligible
-        );
+        assert_eq!(check(Some(&acme()), "acme", "general"), Verdict::Eligible);
+        assert_eq!(over_credit(&acme(), Decimal::new(4000, 2)), None);
     }
 
     #[test]
     fn the_credit_limit_counts_balance_commitments_and_the_worst_case() {
-        match check(Some(&acme()), "acme", "general", Decimal::new(4001, 2)) {
-            Verdict::Wait {
-                reason: "CreditLimit",
-                message,
-            } => assert!(
-                message.contains("= 100.01, above the credit limit 100.00"),
-                "{message}"
-            ),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(
+            over_credit(&acme(), Decimal::new(4001, 2)).as_deref(),
+            Some(
+                "tenant acme: open balance 40.00 + other leases up to 20.00 + this lease up to 40.01 = 100.01, above the credit limit 100.00"
+            )
+        );
+        let mut unlimited = acme();
+        unlimited.credit_limit = None;
+        assert_eq!(over_credit(&unlimited, Decimal::from(1_000_000_000)), None);
     }
 
     #[test]
     fn pools_suspension_and_namespaces_are_checked() {
         assert!(matches!(
-            check(Some(&acme()), "acme", "gpu", Decimal::ZERO),
+            check(Some(&acme()), "acme", "gpu"),
             Verdict::Reject {
                 reason: "PoolNotAllowed",
                 ..
@@ -132,14 +126,14 @@ mod tests {
         let mut suspended = acme();
         suspended.suspended = true;
         assert!(matches!(
-            check(Some(&suspended), "acme", "general", Decimal::ZERO),
+            check(Some(&suspended), "acme", "general"),
             Verdict::Wait {
                 reason: "TenantSuspended",
                 ..
             }
         ));
         assert!(matches!(
-            check(None, "default", "general", Decimal::ZERO),
+            check(None, "default", "general"),
             Verdict::Reject {
                 reason: "NotATenantNamespace",
                 ..
@@ -147,9 +141,6 @@ mod tests {
         ));
         let mut anywhere = acme();
         anywhere.allowed_pools.clear();
-        assert_eq!(
-            check(Some(&anywhere), "acme", "gpu", Decimal::ZERO),
-            Verdict::Eligible
-        );
+        assert_eq!(check(Some(&anywhere), "acme", "gpu"), Verdict::Eligible);
     }
 }

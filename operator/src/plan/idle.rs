@@ -23,12 +23,16 @@ pub struct NodeFacts {
     pub idle_since: Option<DateTime<Utc>>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodFacts {
     pub namespace: String,
     pub name: String,
     /// Owned by a DaemonSet, or a static pod's mirror: part of the node, not a workload.
     pub node_level: bool,
+    /// In a tenant's namespace.
+    pub tenant: bool,
+    /// Being deleted (it has a deletionTimestamp).
+    pub deleting: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,6 +126,8 @@ mod tests {
             namespace: "default".into(),
             name: name.into(),
             node_level,
+            tenant: false,
+            deleting: false,
         }
     }
 

@@ -3,7 +3,9 @@
 
 pub mod admission;
 pub mod calendar;
+pub mod conditions;
 pub mod eligibility;
 pub mod idle;
 pub mod node_choice;
+pub mod pool;
 pub mod resources;

@@ -1,0 +1,199 @@
+//! Observe: one pool as the watch caches show it now, in the plan's terms. Reads only the
+//! caches; computes each tenant's credit exposure once per pass.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use kube::ResourceExt;
+use offpeak_api::{CapacityLease, CapacityPool};
+use rust_decimal::Decimal;
+
+use super::Context;
+use crate::desired::binding;
+use crate::observe;
+use crate::plan::admission::Reservation;
+use crate::plan::eligibility::TenantView;
+use crate::plan::pool::{LeaseView, NodeView, PoolSettings, PoolView, standing};
+use crate::pricing;
+
+pub fn view(ctx: &Context, pool: &CapacityPool, now: DateTime<Utc>) -> PoolView {
+    let stores = &ctx.stores;
+    let name = pool.name_any();
+    let (namespace_tenants, tenants) = tenants(ctx, &name, now);
+    let mut nodes: Vec<NodeView> = stores
+        .nodes
+        .state()
+        .iter()
+        .filter(|n| observe::labels_match(n.metadata.labels.as_ref(), &pool.spec.node_selector))
+        .map(|node| {
+            let node_name = node.name_any();
+            let mut pods = stores.pods.on_node(&node_name);
+            for pod in &mut pods {
+                pod.tenant = namespace_tenants.contains_key(&pod.namespace)
+                    || stores.tenant_of_namespace(&pod.namespace).is_some();
+            }
+            NodeView {
+                resource_version: node.resource_version(),
+                ready: observe::is_ready(node),
+                cordoned_by_others: node
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.unschedulable)
+                    .unwrap_or(false),
+                marks: binding::marks(node),
+                allocatable: observe::allocatable(node),
+                class: pool
+                    .spec
+                    .node_classes
+                    .iter()
+                    .find(|c| {
+                        observe::labels_match(node.metadata.labels.as_ref(), &c.node_selector)
+                    })
+                    .map(|c| c.name.to_string()),
+                pods,
+                name: node_name,
+            }
+        })
+        .collect();
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    let memory = ctx.memory.lock().map(|m| m.clone()).unwrap_or_default();
+    let mut leases: Vec<LeaseView> = stores
+        .leases
+        .state()
+        .iter()
+        .filter(|l| l.spec.pool.as_str() == name)
+        .filter_map(|l| lease_view(l, &memory))
+        .collect();
+    leases.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.name.cmp(&b.name)));
+    let reservations = stores
+        .reservations
+        .state()
+        .iter()
+        .filter(|r| r.spec.pool.as_str() == name)
+        .filter_map(|r| {
+            Some(Reservation {
+                name: r.name_any(),
+                calendar: observe::calendar(r).ok()?,
+                keep: observe::keep(&r.spec.keep).ok()?,
+            })
+        })
+        .collect();
+    PoolView {
+        generation: pool.metadata.generation,
+        settings: settings(pool),
+        status: pool.status.clone(),
+        nodes,
+        leases,
+        reservations,
+        rate_card: pricing::card_for(&stores.rate_cards.state(), &name, now),
+        tenants,
+        namespace_tenants,
+        held_back: memory.held_back(now),
+        name,
+    }
+}
+
+fn settings(pool: &CapacityPool) -> Result<PoolSettings, String> {
+    let spec = &pool.spec;
+    Ok(PoolSettings {
+        idle_after: observe::duration(&spec.idle_after)
+            .map_err(|e| format!("spec.idleAfter: {e}"))?,
+        notice: observe::duration(&spec.notice_period)
+            .map_err(|e| format!("spec.noticePeriod: {e}"))?,
+        headroom: spec
+            .headroom
+            .as_ref()
+            .map(observe::keep)
+            .transpose()
+            .map_err(|e| format!("spec.headroom: {e}"))?,
+        lending_enabled: spec.lending_enabled,
+    })
+}
+
+fn lease_view(lease: &Arc<CapacityLease>, memory: &super::Memory) -> Option<LeaseView> {
+    let uid = lease.uid()?;
+    Some(LeaseView {
+        failure: memory.failure(&uid),
+        namespace: lease.namespace().unwrap_or_default(),
+        name: lease.name_any(),
+        resource_version: lease.resource_version(),
+        generation: lease.metadata.generation,
+        created: observe::created(&lease.metadata).unwrap_or(DateTime::<Utc>::MIN_UTC),
+        deleting: lease.metadata.deletion_timestamp.is_some(),
+        has_finalizer: lease
+            .finalizers()
+            .iter()
+            .any(|f| f == crate::names::FINALIZER),
+        spec: lease.spec.clone(),
+        status: lease.status.clone().unwrap_or_default(),
+        uid,
+    })
+}
+
+/// The tenant of each namespace a tenant claims (and that carries its label), and each
+/// tenant's standing: what its leases that ended this month cost, and the most its leases
+/// that hold nodes can cost over their whole terms.
+fn tenants(
+    ctx: &Context,
+    pool: &str,
+    now: DateTime<Utc>,
+) -> (BTreeMap<String, String>, BTreeMap<String, TenantView>) {
+    let stores = &ctx.stores;
+    let mut namespace_tenants = BTreeMap::new();
+    let mut views = BTreeMap::new();
+    for tenant in stores.tenants.state() {
+        let name = tenant.name_any();
+        for namespace in &tenant.spec.namespaces {
+            if stores.tenant_of_namespace(namespace.as_str()).as_deref() == Some(name.as_str()) {
+                namespace_tenants.insert(namespace.to_string(), name.clone());
+            }
+        }
+        views.insert(
+            name.clone(),
+            TenantView {
+                suspended: tenant.spec.suspended,
+                allowed_pools: tenant
+                    .spec
+                    .allowed_pools
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect(),
+                credit_limit: tenant
+                    .spec
+                    .credit_limit
+                    .as_ref()
+                    .and_then(|c| observe::decimal(c.amount.as_str()).ok()),
+                open_balance: Decimal::ZERO,
+                committed: Decimal::ZERO,
+                name,
+            },
+        );
+    }
+    // This pool's own leases are counted by the plan itself.
+    let mut cards: BTreeMap<String, Option<offpeak_billing::rate::RateCard>> = BTreeMap::new();
+    let cards_now = stores.rate_cards.state();
+    for lease in stores
+        .leases
+        .state()
+        .iter()
+        .filter(|l| l.spec.pool.as_str() != pool)
+    {
+        let Some(tenant) = namespace_tenants
+            .get(&lease.namespace().unwrap_or_default())
+            .and_then(|t| views.get_mut(t))
+        else {
+            continue;
+        };
+        let Some(status) = &lease.status else {
+            continue;
+        };
+        let card = cards
+            .entry(lease.spec.pool.to_string())
+            .or_insert_with(|| pricing::card_for(&cards_now, lease.spec.pool.as_str(), now));
+        let (spent, committed) = standing(&lease.spec, status, card.as_ref(), now);
+        tenant.open_balance += spent;
+        tenant.committed += committed;
+    }
+    (namespace_tenants, views)
+}

@@ -1,0 +1,688 @@
+//! The pool plan without a cluster: what each situation writes, that a steady pool writes
+//! nothing, and (by property) that applying a plan and planning again converges.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, Utc};
+use offpeak_api::{
+    CapacityLeaseSpec, ConditionStatus, EndReason, GoDuration, LeaseClass, LeasePhase,
+    LeaseResources, Money, Name, Quantity, Timestamp,
+};
+use offpeak_billing::money::Currency;
+use offpeak_billing::rate::{ClassPrices, RateCard, ResourcePrices};
+use proptest::prelude::*;
+use rust_decimal::Decimal;
+
+use super::*;
+use crate::plan::eligibility::TenantView;
+use crate::plan::idle::PodFacts;
+
+fn utc(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn now() -> DateTime<Utc> {
+    utc("2026-11-22T20:00:00Z")
+}
+
+fn settings() -> PlanSettings {
+    PlanSettings::default()
+}
+
+fn node(name: &str, cores: i64) -> NodeView {
+    NodeView {
+        name: name.into(),
+        resource_version: Some("1".into()),
+        ready: true,
+        cordoned_by_others: false,
+        marks: NodeMarks {
+            idle_since: Some("2026-11-22T19:00:00Z".into()),
+            ..NodeMarks::default()
+        },
+        allocatable: Ok(Resources::new(cores * 1000, 64 << 30, 0)),
+        class: Some("standard".into()),
+        pods: vec![],
+    }
+}
+
+fn pod(namespace: &str, name: &str) -> PodFacts {
+    PodFacts {
+        namespace: namespace.into(),
+        name: name.into(),
+        node_level: false,
+        tenant: namespace.starts_with("tenant-"),
+        deleting: false,
+    }
+}
+
+fn spec(class: LeaseClass, cpu: &str, duration: &str) -> CapacityLeaseSpec {
+    CapacityLeaseSpec {
+        pool: Name::new("general"),
+        class,
+        resources: Some(LeaseResources {
+            cpu: Some(Quantity(cpu.into())),
+            memory: None,
+            gpu: None,
+        }),
+        nodes: None,
+        duration: Some(GoDuration::new(duration)),
+        end_time: None,
+        max_price_per_hour: (class == LeaseClass::Spot).then(|| Money::new("4.50")),
+    }
+}
+
+fn lease(name: &str, namespace: &str, spec: CapacityLeaseSpec) -> LeaseView {
+    LeaseView {
+        uid: format!("uid-{namespace}-{name}"),
+        namespace: namespace.into(),
+        name: name.into(),
+        resource_version: Some("1".into()),
+        generation: Some(1),
+        created: now() - Duration::minutes(1),
+        deleting: false,
+        has_finalizer: true,
+        spec,
+        status: Default::default(),
+        failure: None,
+    }
+}
+
+fn card() -> RateCard {
+    let prices = |cpu: i64| ResourcePrices {
+        cpu: Decimal::new(cpu, 2),
+        memory: Decimal::ZERO,
+        gpu: Decimal::ZERO,
+    };
+    RateCard {
+        name: "standard".into(),
+        version: "1".into(),
+        currency: Currency::from_code("USD", "test").unwrap(),
+        effective_from: utc("2026-01-01T00:00:00Z"),
+        effective_until: None,
+        pools: vec![],
+        prices: ClassPrices {
+            spot: prices(4),
+            reserved: prices(6),
+        },
+        minimum_charge_per_lease: None,
+        spot_price_rule: None,
+        sla_credit: None,
+        precision: Some(4),
+    }
+}
+
+fn tenant(name: &str) -> TenantView {
+    TenantView {
+        name: name.into(),
+        suspended: false,
+        allowed_pools: vec![],
+        credit_limit: None,
+        open_balance: Decimal::ZERO,
+        committed: Decimal::ZERO,
+    }
+}
+
+fn view(nodes: Vec<NodeView>, leases: Vec<LeaseView>) -> PoolView {
+    PoolView {
+        name: "general".into(),
+        generation: Some(1),
+        settings: Ok(PoolSettings {
+            idle_after: Duration::zero(),
+            notice: Duration::seconds(120),
+            headroom: None,
+            lending_enabled: true,
+        }),
+        status: None,
+        nodes,
+        leases,
+        reservations: vec![],
+        rate_card: Some(card()),
+        tenants: BTreeMap::from([
+            ("acme".to_string(), tenant("acme")),
+            ("globex".to_string(), tenant("globex")),
+        ]),
+        namespace_tenants: BTreeMap::from([
+            ("tenant-acme".to_string(), "acme".to_string()),
+            ("tenant-globex".to_string(), "globex".to_string()),
+        ]),
+        held_back: BTreeSet::new(),
+    }
+}
+
+/// Plans and applies in memory until nothing is left to do (at most `passes` times);
+/// returns the final view and every plan made.
+fn settle(mut view: PoolView, at: DateTime<Utc>, passes: usize) -> (PoolView, Vec<PoolPlan>) {
+    let mut plans = Vec::new();
+    for _ in 0..passes {
+        let plan = plan(&view, at, &settings());
+        if plan.is_empty() {
+            return (view, plans);
+        }
+        view = simulate::apply(&view, &plan);
+        plans.push(plan);
+    }
+    panic!("no fixed point after {passes} passes: {:#?}", plans.last());
+}
+
+fn lease_of<'v>(view: &'v PoolView, name: &str) -> &'v LeaseView {
+    view.leases.iter().find(|l| l.name == name).unwrap()
+}
+
+fn condition<'s>(lease: &'s LeaseView, type_: &str) -> (ConditionStatus, &'s str, &'s str) {
+    let c = lease
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition on {}", lease.name));
+    (c.status, c.reason.as_str(), c.message.as_str())
+}
+
+#[test]
+fn an_admitted_lease_is_bound_then_recorded_active_in_one_patch_per_node() {
+    let mut render = lease("render", "tenant-acme", spec(LeaseClass::Spot, "32", "8h"));
+    render.has_finalizer = false;
+    let v = view(
+        vec![node("n0", 16), node("n1", 16), node("n2", 16)],
+        vec![render],
+    );
+    let plan = plan(&v, now(), &settings());
+    let writes = &plan.leases[0].writes;
+    assert_eq!(writes.len(), 4, "{writes:#?}");
+    assert_eq!(writes[0], Write::AddFinalizer);
+    let Write::Bind(patches) = &writes[1] else {
+        panic!("{writes:#?}")
+    };
+    assert_eq!(
+        patches.iter().map(|p| p.node.as_str()).collect::<Vec<_>>(),
+        ["n0", "n1"]
+    );
+    // The lease is marked by its UID; the idle clock goes in the same patch.
+    assert_eq!(
+        patches[0].to,
+        NodeMarks {
+            lease: Some("uid-tenant-acme-render".into()),
+            lease_name: Some("tenant-acme/render".into()),
+            tenant: Some("acme".into()),
+            tainted_for: Some("acme".into()),
+            idle_since: None,
+        }
+    );
+    let Write::Status(status) = &writes[2] else {
+        panic!("{writes:#?}")
+    };
+    assert_eq!(status.phase, Some(LeasePhase::Active));
+    assert_eq!(
+        status.admitted_at.as_ref().unwrap().as_str(),
+        "2026-11-22T20:00:00Z"
+    );
+    assert_eq!(
+        status.ends_at.as_ref().unwrap().as_str(),
+        "2026-11-23T04:00:00Z"
+    );
+    assert_eq!(status.bindings.len(), 1);
+    assert_eq!(status.bindings[0].cpu.0, "32");
+    assert_eq!(status.bindings[0].memory.0, "128Gi");
+    assert_eq!(status.cost_summary.as_deref(), Some("0 USD"));
+    assert_eq!(
+        writes[3],
+        Write::Event(Note::normal(
+            "Admitted",
+            "admitted and bound 2 node(s): n0, n1; ends at 2026-11-23T04:00:00Z".into()
+        ))
+    );
+    // No separate idle-clock patch for the nodes just bound; n2 keeps its clock.
+    assert!(plan.nodes.is_empty(), "{:#?}", plan.nodes);
+    let status = plan.status.expect("a pool status");
+    assert_eq!(
+        (status.lent_nodes, status.lendable_nodes),
+        (Some(2), Some(1))
+    );
+}
+
+#[test]
+fn a_steady_pool_plans_nothing_and_the_cost_is_refreshed_only_when_due() {
+    let v = view(
+        vec![node("n0", 16), node("n1", 16)],
+        vec![lease(
+            "render",
+            "tenant-acme",
+            spec(LeaseClass::Spot, "16", "8h"),
+        )],
+    );
+    let (steady, plans) = settle(v, now(), 3);
+    assert_eq!(plans.len(), 1, "admitted in one pass");
+    // Four minutes on, nothing has changed but the clock: nothing to write.
+    let later = now() + Duration::minutes(4);
+    let quiet = plan(&steady, later, &settings());
+    assert!(quiet.is_empty(), "{quiet:#?}");
+    assert_eq!(quiet.wake_at, Some(now() + Duration::minutes(5)));
+    // At five minutes the estimate is refreshed: one status write, nothing else.
+    let due = plan(&steady, now() + Duration::minutes(5), &settings());
+    assert_eq!(due.writes(), 1, "{due:#?}");
+    let Write::Status(status) = &due.leases[0].writes[0] else {
+        panic!("{due:#?}")
+    };
+    // 16 cores × 0.04 per core-hour × 5 minutes.
+    assert_eq!(status.cost_summary.as_deref(), Some("0.0533 USD"));
+    assert_eq!(
+        status.cost_as_of.as_ref().unwrap().as_str(),
+        "2026-11-22T20:05:00Z"
+    );
+}
+
+#[test]
+fn a_lease_ends_at_its_term_first_in_its_status_then_its_node_goes_back() {
+    let mut v = view(
+        vec![node("n0", 16)],
+        vec![lease(
+            "render",
+            "tenant-acme",
+            spec(LeaseClass::Spot, "16", "1h"),
+        )],
+    );
+    v = settle(v, now(), 3).0;
+    // The tenant runs a pod on its node.
+    v.nodes[0].pods.push(pod("tenant-acme", "render-1"));
+    let end = now() + Duration::hours(1);
+    let first = plan(&v, end, &settings());
+    let writes = &first.leases[0].writes;
+    let Write::Status(status) = &writes[0] else {
+        panic!("{writes:#?}")
+    };
+    assert_eq!(status.phase, Some(LeasePhase::Ended));
+    assert_eq!(
+        status.ended_at.as_ref().unwrap().as_str(),
+        "2026-11-22T21:00:00Z"
+    );
+    assert_eq!(status.end_reason, Some(EndReason::Expired));
+    assert!(matches!(&writes[1], Write::Event(n) if n.reason == "Ended"));
+    // Labels off first (the taint stays while the tenant's pod leaves), then the eviction.
+    let Write::Node(patch) = &writes[2] else {
+        panic!("{writes:#?}")
+    };
+    assert_eq!(
+        patch.to,
+        NodeMarks {
+            tainted_for: Some("acme".into()),
+            ..NodeMarks::default()
+        }
+    );
+    assert_eq!(
+        writes[3],
+        Write::Evict(Eviction {
+            namespace: "tenant-acme".into(),
+            name: "render-1".into(),
+            node: "n0".into()
+        })
+    );
+    let (done, plans) = settle(simulate::apply(&v, &first), end, 3);
+    assert_eq!(
+        plans.len(),
+        1,
+        "one more pass takes the taint off: {plans:#?}"
+    );
+    assert_eq!(done.nodes[0].marks.tainted_for, None);
+    assert_eq!(
+        done.nodes[0].marks.idle_since.as_deref(),
+        Some("2026-11-22T21:00:00Z")
+    );
+    let ended = lease_of(&done, "render");
+    assert_eq!(condition(ended, "NodesReturned").0, ConditionStatus::True);
+    assert_eq!(condition(ended, "Admitted").1, "TermEnded");
+}
+
+#[test]
+fn a_deleted_lease_ends_cancelled_gives_its_nodes_back_then_lets_go_of_its_finalizer() {
+    let mut v = view(
+        vec![node("n0", 16), node("n1", 16)],
+        vec![lease(
+            "render",
+            "tenant-acme",
+            spec(LeaseClass::Reserved, "32", "8h"),
+        )],
+    );
+    v = settle(v, now(), 3).0;
+    v.leases[0].deleting = true;
+    let at = now() + Duration::minutes(30);
+    let (done, plans) = settle(v, at, 4);
+    let Write::Status(status) = &plans[0].leases[0].writes[0] else {
+        panic!("{plans:#?}")
+    };
+    assert_eq!(status.end_reason, Some(EndReason::Cancelled));
+    assert_eq!(
+        status.ended_at.as_ref().unwrap().as_str(),
+        "2026-11-22T20:30:00Z"
+    );
+    let last = plans.last().unwrap();
+    assert!(
+        last.leases[0].writes.ends_with(&[Write::RemoveFinalizer]),
+        "{last:#?}"
+    );
+    assert!(
+        last.leases[0]
+            .writes
+            .iter()
+            .any(|w| matches!(w, Write::Event(n) if n.reason == "NodesReturned"))
+    );
+    assert!(done.leases.is_empty(), "the lease is gone");
+    assert!(done.nodes.iter().all(|n| !n.marks.is_tenants()));
+}
+
+#[test]
+fn a_node_marked_for_no_lease_that_holds_it_goes_back() {
+    let mut stray = node("n0", 16);
+    stray.marks = NodeMarks::lent(
+        &lease("gone", "tenant-acme", spec(LeaseClass::Spot, "16", "1h")),
+        "acme",
+    );
+    let (done, plans) = settle(view(vec![stray], vec![]), now(), 3);
+    assert!(matches!(plans[0].nodes[0], Write::Node(_)));
+    assert!(!done.nodes[0].marks.is_tenants());
+}
+
+#[test]
+fn a_lease_whose_write_failed_waits_for_its_retry_and_the_rest_of_the_pool_goes_on() {
+    let mut failing = lease("first", "tenant-acme", spec(LeaseClass::Spot, "16", "1h"));
+    failing.failure = Some(Failure {
+        reason: "BindFailed".into(),
+        message: "cannot lend node(s) n0".into(),
+        retry_at: now() + Duration::seconds(2),
+    });
+    let mut other = lease(
+        "second",
+        "tenant-globex",
+        spec(LeaseClass::Spot, "16", "1h"),
+    );
+    other.created = now();
+    let mut v = view(vec![node("n0", 16), node("n1", 16)], vec![failing, other]);
+    v.held_back.insert("n0".into());
+    let plan = plan(&v, now(), &settings());
+    assert_eq!(plan.leases.len(), 1, "{plan:#?}");
+    assert_eq!(plan.leases[0].name, "second");
+    let Write::Bind(patches) = &plan.leases[0].writes[0] else {
+        panic!("{plan:#?}")
+    };
+    assert_eq!(
+        patches[0].node, "n1",
+        "the node that refused is passed over"
+    );
+    assert_eq!(plan.wake_at, Some(now() + Duration::seconds(2)));
+}
+
+#[test]
+fn a_lease_that_succeeds_after_a_failure_gets_its_synced_condition_back() {
+    let mut l = lease("render", "tenant-acme", spec(LeaseClass::Spot, "16", "1h"));
+    l.status.conditions = crate::plan::conditions::set(
+        &[],
+        "Synced",
+        false,
+        "BindFailed",
+        "cannot lend node(s) n0",
+        Some(1),
+        now() - Duration::seconds(5),
+    );
+    let (done, _) = settle(view(vec![node("n0", 16)], vec![l]), now(), 3);
+    let render = lease_of(&done, "render");
+    assert_eq!(render.status.phase, Some(LeasePhase::Active));
+    assert_eq!(
+        condition(render, "Synced"),
+        (
+            ConditionStatus::True,
+            "Synced",
+            "every write for this lease went through"
+        )
+    );
+}
+
+#[test]
+fn a_term_past_366_days_is_rejected_and_a_rejected_lease_waits_for_a_new_generation() {
+    let mut long = spec(LeaseClass::Spot, "16", "1h");
+    long.duration = None;
+    long.end_time = Some(Timestamp::new("2028-01-01T00:00:00Z"));
+    let (done, _) = settle(
+        view(
+            vec![node("n0", 16)],
+            vec![lease("long", "tenant-acme", long)],
+        ),
+        now(),
+        3,
+    );
+    let rejected = lease_of(&done, "long");
+    assert_eq!(rejected.status.phase, Some(LeasePhase::Rejected));
+    assert_eq!(
+        condition(rejected, "Admitted").2,
+        "spec.endTime 2028-01-01T00:00:00Z is more than 366 days (8784h) away; a lease's term is at most 366 days"
+    );
+    // Edited: a new generation is decided again.
+    let mut edited = done.clone();
+    edited.leases[0].generation = Some(2);
+    edited.leases[0].spec = spec(LeaseClass::Spot, "16", "1h");
+    let (again, _) = settle(edited, now(), 3);
+    assert_eq!(
+        lease_of(&again, "long").status.phase,
+        Some(LeasePhase::Active)
+    );
+}
+
+#[test]
+fn a_pending_lease_is_told_why_once_and_its_message_does_not_move_with_the_clock() {
+    let mut v = view(
+        vec![node("n0", 16)],
+        vec![lease(
+            "big",
+            "tenant-acme",
+            spec(LeaseClass::Reserved, "32", "2h"),
+        )],
+    );
+    v.nodes.push(node("n1", 16));
+    v.nodes[1].pods.push(pod("internal", "web-1"));
+    let (waiting, plans) = settle(v, now(), 3);
+    assert_eq!(plans.len(), 1);
+    let big = lease_of(&waiting, "big");
+    assert_eq!(
+        condition(big, "Admitted"),
+        (
+            ConditionStatus::False,
+            "InsufficientCapacity",
+            "pool general has 1 free lendable node(s): short of cpu 16"
+        )
+    );
+    assert!(plans[0].leases[0]
+        .writes
+        .iter()
+        .any(|w| matches!(w, Write::Event(n) if n.message == "Pending: pool general has 1 free lendable node(s): short of cpu 16")));
+    assert!(plan(&waiting, now() + Duration::minutes(3), &settings()).is_empty());
+}
+
+#[test]
+fn idle_clocks_start_when_a_node_goes_idle_and_stop_when_it_is_busy() {
+    let mut fresh = node("n0", 16);
+    fresh.marks.idle_since = None;
+    let mut busy = node("n1", 16);
+    busy.pods.push(pod("internal", "web-1"));
+    let mut v = view(vec![fresh, busy], vec![]);
+    v.settings = Ok(PoolSettings {
+        idle_after: Duration::minutes(3),
+        ..v.settings.unwrap()
+    });
+    let plan = plan(&v, now(), &settings());
+    let clocks: Vec<(&str, Option<&str>)> = plan
+        .nodes
+        .iter()
+        .map(|w| match w {
+            Write::Node(p) => (p.node.as_str(), p.to.idle_since.as_deref()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(clocks, [("n0", Some("2026-11-22T20:00:00Z")), ("n1", None)]);
+    assert_eq!(
+        plan.wake_at,
+        Some(now() + Duration::minutes(3)),
+        "when n0 matures"
+    );
+}
+
+#[test]
+fn tenants_in_one_pass_cannot_pass_their_credit_limit_together() {
+    let mut v = view(
+        (0..4).map(|i| node(&format!("n{i}"), 16)).collect(),
+        (0..3)
+            .map(|i| {
+                let mut l = lease(
+                    &format!("l{i}"),
+                    "tenant-acme",
+                    spec(LeaseClass::Spot, "16", "2h"),
+                );
+                l.created = now() + Duration::seconds(i);
+                l
+            })
+            .collect(),
+    );
+    // Each may cost 4.50 × 2 h = 9.00: two fit in 20.00.
+    v.tenants.get_mut("acme").unwrap().credit_limit = Some(Decimal::new(2000, 2));
+    let (done, _) = settle(v, now(), 3);
+    let phases: Vec<_> = done.leases.iter().map(|l| l.status.phase).collect();
+    assert_eq!(
+        phases,
+        [
+            Some(LeasePhase::Active),
+            Some(LeasePhase::Active),
+            Some(LeasePhase::Pending)
+        ]
+    );
+    assert_eq!(
+        condition(lease_of(&done, "l2"), "Admitted").1,
+        "CreditLimit"
+    );
+}
+
+// Random pools: nodes of a few sizes, some busy or not ready, some already lent; leases
+// pending, active (bound consistently), ended or deleted; at random instants.
+fn arb_view() -> impl Strategy<Value = (PoolView, i64)> {
+    let nodes = prop::collection::vec((prop::sample::select(vec![8i64, 16, 32]), 0u8..6), 1..8);
+    let leases = prop::collection::vec(
+        (
+            prop::bool::ANY, // spot or reserved
+            prop::sample::select(vec!["8", "16", "24", "48", "100"]),
+            prop::sample::select(vec!["30m", "1h", "3h"]),
+            0u8..6,          // pending, active, ended, deleted...
+            prop::bool::ANY, // tenant acme or globex
+        ),
+        0..6,
+    );
+    (nodes, leases, 0i64..240).prop_map(|(nodes, leases, minutes)| {
+        let mut nodes: Vec<NodeView> = nodes
+            .into_iter()
+            .enumerate()
+            .map(|(i, (cores, kind))| {
+                let mut n = node(&format!("n{i}"), cores);
+                match kind {
+                    0 => n.pods.push(pod("internal", &format!("web-{i}"))),
+                    1 => n.ready = false,
+                    2 => n.marks.idle_since = None,
+                    _ => {}
+                }
+                n
+            })
+            .collect();
+        let mut views = Vec::new();
+        for (i, (spot, cpu, duration, phase, acme)) in leases.into_iter().enumerate() {
+            let class = if spot {
+                LeaseClass::Spot
+            } else {
+                LeaseClass::Reserved
+            };
+            let namespace = if acme { "tenant-acme" } else { "tenant-globex" };
+            let mut l = lease(&format!("l{i}"), namespace, spec(class, cpu, duration));
+            l.created = now() - Duration::minutes(10) + Duration::seconds(i as i64);
+            let free = nodes
+                .iter()
+                .position(|n| n.ready && n.pods.is_empty() && !n.marks.is_tenants());
+            match (phase, free) {
+                (1..=3, Some(at)) => {
+                    // Active since ten minutes ago on one node, with a tenant pod.
+                    let tenant = if acme { "acme" } else { "globex" };
+                    nodes[at].marks = NodeMarks::lent(&l, tenant);
+                    nodes[at].pods.push(pod(namespace, &format!("p{i}")));
+                    let term = crate::plan::calendar::Interval::new(
+                        now() - Duration::minutes(10),
+                        now() - Duration::minutes(10)
+                            + observe::duration(&GoDuration::new(duration)).unwrap(),
+                    );
+                    l.status = status::admitted(
+                        &l,
+                        &[nodes[at].name.clone()],
+                        &nodes[at].capacity(),
+                        term,
+                        now() - Duration::minutes(10),
+                    );
+                    l.deleting = phase == 3;
+                }
+                (4, _) => l.deleting = true,
+                _ => {}
+            }
+            views.push(l);
+        }
+        (view(nodes, views), minutes)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn applying_a_plan_and_planning_again_converges_to_a_consistent_pool((view, minutes) in arb_view()) {
+        let at = now() + Duration::minutes(minutes);
+        let (done, plans) = settle(view, at, 4);
+        // A plan that starts no return is a fixed point at once.
+        if let Some(first) = plans.first()
+            && !first.leases.iter().flat_map(|l| &l.writes).chain(&first.nodes).any(|w| matches!(w, Write::Evict(_) | Write::Node(_)))
+        {
+            prop_assert!(plans.len() == 1, "{plans:#?}");
+        }
+        let holders: BTreeMap<&str, &LeaseView> = done.leases.iter().filter(|l| l.holds_nodes()).map(|l| (l.uid.as_str(), l)).collect();
+        for node in &done.nodes {
+            match &node.marks.lease {
+                Some(uid) => {
+                    let lease = holders.get(uid.as_str());
+                    prop_assert!(lease.is_some(), "{} is marked for {uid}, which does not hold it", node.name);
+                    prop_assert!(lease.unwrap().status.bound_nodes.iter().any(|n| n.as_str() == node.name));
+                }
+                None => prop_assert!(!node.marks.is_tenants(), "{} kept a tenant's marks: {:?}", node.name, node.marks),
+            }
+        }
+        for lease in done.leases.iter().filter(|l| l.holds_nodes()) {
+            let end = observe::instant(lease.status.ends_at.as_ref().unwrap()).unwrap();
+            prop_assert!(end > at, "{} is Active past its term", lease.name);
+            for bound in &lease.status.bound_nodes {
+                let node = done.nodes.iter().find(|n| n.name == bound.as_str()).unwrap();
+                prop_assert_eq!(node.marks.lease.as_deref(), Some(lease.uid.as_str()));
+                prop_assert!(node.pods.iter().all(|p| !p.tenant || p.namespace == lease.namespace), "two tenants on {}", node.name);
+            }
+        }
+        for lease in &done.leases {
+            prop_assert!(!lease.deleting || lease.has_finalizer, "a deleted lease without finalizer stays: {}", lease.name);
+        }
+        // Nodes with internal pods are never lent.
+        for node in done.nodes.iter().filter(|n| n.pods.iter().any(|p| !p.tenant && !p.node_level)) {
+            prop_assert!(!node.marks.is_tenants(), "{} runs internal pods and is lent", node.name);
+        }
+    }
+
+    #[test]
+    fn a_lease_that_fits_alone_on_free_nodes_is_admitted(cores in prop::sample::select(vec![8i64, 16, 32]), count in 1usize..6, ask in 1i64..64, spot in prop::bool::ANY) {
+        let nodes: Vec<NodeView> = (0..count).map(|i| node(&format!("n{i}"), cores)).collect();
+        let class = if spot { LeaseClass::Spot } else { LeaseClass::Reserved };
+        let fits = ask <= cores * count as i64;
+        let (done, _) = settle(view(nodes, vec![lease("l", "tenant-acme", spec(class, &ask.to_string(), "1h"))]), now(), 3);
+        let phase = lease_of(&done, "l").status.phase;
+        if fits {
+            prop_assert_eq!(phase, Some(LeasePhase::Active));
+        } else {
+            prop_assert_eq!(phase, Some(LeasePhase::Rejected));
+        }
+    }
+}
