@@ -24,6 +24,9 @@ pub struct Options {
     /// Keep the folder (certificates, kubeconfigs, logs, etcd data) after the control plane
     /// stops. Also on when `OFFPEAK_TESTENV_KEEP=1`.
     pub keep_dir: bool,
+    /// An audit policy (YAML, `audit.k8s.io/v1` Policy): the API server logs the requests
+    /// it selects as JSON lines to [`ControlPlane::audit_log`], written as they happen.
+    pub audit_policy: Option<String>,
 }
 
 /// How long each part took to become healthy.
@@ -259,6 +262,16 @@ impl ControlPlane {
             "--allow-privileged=true".into(),
             "--profiling=false".into(),
         ];
+        if let Some(policy) = &options.audit_policy {
+            let policy_file = root.join("audit-policy.yaml");
+            std::fs::write(&policy_file, policy).map_err(io("cannot write the audit policy"))?;
+            apiserver_args.extend([
+                format!("--audit-policy-file={}", p(&policy_file)),
+                format!("--audit-log-path={}", p(&root.join("audit.log"))),
+                "--audit-log-mode=blocking".into(),
+                "--audit-log-format=json".into(),
+            ]);
+        }
         apiserver_args.extend(options.apiserver_args.iter().cloned());
         let mut kube_apiserver = Component::spawn(
             "kube-apiserver",
@@ -408,6 +421,11 @@ impl ControlPlane {
     }
 
     /// The CA that signs every certificate of this control plane, PEM.
+    /// Where the API server writes its audit log, when started with an audit policy.
+    pub fn audit_log(&self) -> PathBuf {
+        self.root.join("audit.log")
+    }
+
     pub fn ca_pem(&self) -> &str {
         self.pki.ca_pem()
     }
