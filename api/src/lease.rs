@@ -29,6 +29,7 @@ use crate::units::{GoDuration, Quantity, Timestamp, at_most, duration_range, pos
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Nodes", type_ = "integer", json_path = ".status.nodeCount"),
     printcolumn(name = "Ends", type_ = "string", json_path = ".status.endsAt"),
+    printcolumn(name = "Deadline", type_ = "string", json_path = ".status.reclaimDeadline"),
     printcolumn(name = "Cost", type_ = "string", json_path = ".status.costSummary"),
     printcolumn(name = "Pool", type_ = "string", json_path = ".spec.pool", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
@@ -178,9 +179,19 @@ pub struct CapacityLeaseStatus {
     /// When the tenant was given notice that the lease will be reclaimed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notice_given_at: Option<Timestamp>,
-    /// While Reclaiming: when the notice runs out and the tenant's pods are evicted.
+    /// While Reclaiming: when the notice runs out and the tenant's pods are evicted. Written
+    /// with the notice and never moved earlier, whatever happens to the operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reclaim_deadline: Option<Timestamp>,
+    /// Why the lease is reclaimed: PeakReservation, InternalPressure, Headroom,
+    /// PriceExceeded, or one of those with Emergency (a Reserved lease).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub reclaim_reason: Option<String>,
+    /// Set when an early reclaim of a Reserved lease earns the rate card's SLA credit: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub sla_credit_reason: Option<String>,
     /// When the lease ended: the tenant's last billed second is the one before. Written
     /// before its nodes are taken back.
     #[serde(default, skip_serializing_if = "Option::is_none")]

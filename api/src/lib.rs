@@ -56,7 +56,8 @@ pub use lease::{
 pub use money::{Amount, Currency, Money, SignedMoney};
 pub use names::{LabelValue, Name, NodeName, Subject};
 pub use pool::{
-    CapacityPool, CapacityPoolSpec, CapacityPoolStatus, ConsolidationPolicy, NodeClass, Share,
+    CapacityPool, CapacityPoolSpec, CapacityPoolStatus, ConsolidationPolicy, InternalPressure,
+    NodeClass, Share, UtilisationChange,
 };
 pub use rate_card::{
     ClassPrices, RateCard, RateCardSpec, RateCardStatus, ResourcePrices, SlaCredit, SlaCreditRule,

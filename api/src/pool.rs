@@ -29,6 +29,7 @@ use crate::units::{GoDuration, duration_range};
     printcolumn(name = "Lendable", type_ = "integer", json_path = ".status.lendableNodes"),
     printcolumn(name = "Lent", type_ = "integer", json_path = ".status.lentNodes"),
     printcolumn(name = "Headroom", type_ = "integer", json_path = ".status.headroomNodes"),
+    printcolumn(name = "Spot/core-h", type_ = "string", json_path = ".status.spotPricePerCoreHour"),
     printcolumn(name = "Nodes", type_ = "integer", json_path = ".status.nodes", priority = 1),
     printcolumn(name = "Lending", type_ = "boolean", json_path = ".spec.lendingEnabled", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
@@ -56,6 +57,21 @@ pub struct CapacityPoolSpec {
     #[serde(default = "default_notice_period")]
     #[x_kube(validation = duration_range("spec.noticePeriod", "0s", "1h", "between 0s and 1h"))]
     pub notice_period: GoDuration,
+    /// A lease is not reclaimed for internal pressure, headroom or its price before it has
+    /// run this long (emergencies excepted): between 0s and 24h, 0s when unset. Spot leases
+    /// a foreseen peak reservation would reclaim sooner wait instead of being admitted.
+    #[serde(default = "default_zero")]
+    #[x_kube(validation = duration_range("spec.minimumRuntime", "0s", "24h", "between 0s and 24h"))]
+    pub minimum_runtime: GoDuration,
+    /// How long before a foreseen reclaim (a peak reservation's window) a lease is told it
+    /// is likely (condition ReclaimLikely and an Event), before its hard notice: between 0s
+    /// and 24h, 10m when unset.
+    #[serde(default = "default_advisory")]
+    #[x_kube(validation = duration_range("spec.reclaimAdvisory", "0s", "24h", "between 0s and 24h"))]
+    pub reclaim_advisory: GoDuration,
+    /// When internal pods of the pool that cannot be scheduled take lent capacity back.
+    #[serde(default)]
+    pub internal_pressure: InternalPressure,
     /// How long a node must have run nothing but DaemonSets before it may be lent: between
     /// 0s and 24h, 10m when unset.
     #[serde(default = "default_idle_after")]
@@ -78,6 +94,49 @@ fn default_notice_period() -> GoDuration {
 
 fn default_idle_after() -> GoDuration {
     GoDuration::new("10m")
+}
+
+fn default_zero() -> GoDuration {
+    GoDuration::new("0s")
+}
+
+fn default_advisory() -> GoDuration {
+    GoDuration::new("10m")
+}
+
+fn default_unschedulable_for() -> GoDuration {
+    GoDuration::new("30s")
+}
+
+fn default_emergency_after() -> GoDuration {
+    GoDuration::new("5m")
+}
+
+/// When internal pods that cannot be scheduled take lent capacity back: internal pods of
+/// the pool (their node selector matches the pool's nodes) unschedulable for
+/// `unschedulableFor` reclaim Spot leases with notice; still unschedulable after
+/// `emergencyAfter`, with no Spot lease left to reclaim, they reclaim Reserved leases too,
+/// which earns those leases the rate card's SLA credit.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct InternalPressure {
+    /// Between 0s and 1h, 30s when unset.
+    #[serde(default = "default_unschedulable_for")]
+    #[x_kube(validation = duration_range("spec.internalPressure.unschedulableFor", "0s", "1h", "between 0s and 1h"))]
+    pub unschedulable_for: GoDuration,
+    /// Between 0s and 24h, 5m when unset.
+    #[serde(default = "default_emergency_after")]
+    #[x_kube(validation = duration_range("spec.internalPressure.emergencyAfter", "0s", "24h", "between 0s and 24h"))]
+    pub emergency_after: GoDuration,
+}
+
+impl Default for InternalPressure {
+    fn default() -> Self {
+        InternalPressure {
+            unschedulable_for: default_unschedulable_for(),
+            emergency_after: default_emergency_after(),
+        }
+    }
 }
 
 fn default_true() -> bool {
@@ -154,6 +213,12 @@ pub struct CapacityPoolStatus {
     /// The spot price per core-hour now, in the rate card's currency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spot_price_per_core_hour: Option<Money>,
+    /// The pool's utilisation (nodes running internal pods or lent, of all), each change
+    /// from its instant on, newest last: the spot price follows it by the rate card's rule,
+    /// and bills are priced from it. The last 64 changes are kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub utilisation_history: Vec<UtilisationChange>,
     /// Ready and the like, with reasons and messages for people.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
@@ -162,4 +227,19 @@ pub struct CapacityPoolStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub observed_generation: Option<i64>,
+}
+
+/// The pool's utilisation from an instant on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UtilisationChange {
+    /// From when.
+    pub at: crate::units::Timestamp,
+    /// Nodes running internal pods or lent, of all, as a decimal fraction such as "0.625".
+    #[schemars(length(max = 32))]
+    pub utilisation: String,
+    /// The spot price per core-hour it makes, in the rate card's currency, if a card
+    /// prices the pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spot_price_per_core_hour: Option<Money>,
 }

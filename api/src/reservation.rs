@@ -28,6 +28,8 @@ use crate::units::{LocalTime, Timestamp};
     printcolumn(name = "Pool", type_ = "string", json_path = ".spec.pool"),
     printcolumn(name = "Active", type_ = "boolean", json_path = ".status.active"),
     printcolumn(name = "Next Start", type_ = "string", json_path = ".status.nextStart"),
+    printcolumn(name = "Next End", type_ = "string", json_path = ".status.nextEnd"),
+    printcolumn(name = "Holds", type_ = "integer", json_path = ".status.nodesHeld"),
     printcolumn(
         name = "Zone",
         type_ = "string",
@@ -134,6 +136,10 @@ pub struct PeakReservationStatus {
     /// When that window ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_end: Option<Timestamp>,
+    /// How many of the pool's nodes the reservation keeps internal during its windows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub nodes_held: Option<i32>,
     /// Ready and the like, with reasons and messages for people.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

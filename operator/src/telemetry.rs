@@ -46,6 +46,7 @@ pub struct Metrics {
     pub writes: IntCounterVec,
     pub unreadable: IntCounterVec,
     pub plan_writes: HistogramVec,
+    pub pass_seconds: HistogramVec,
 }
 
 impl Metrics {
@@ -103,6 +104,15 @@ impl Metrics {
             ),
             &["controller"],
         )?;
+        let pass_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "pool_pass_seconds",
+                "Time a pool pass spends observing, planning, applying and waiting for its writes to show in the caches",
+            )
+            .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0]),
+            &["phase"],
+        )?;
+        registry.register(Box::new(pass_seconds.clone()))?;
         registry.register(Box::new(writes.clone()))?;
         registry.register(Box::new(unreadable.clone()))?;
         registry.register(Box::new(plan_writes.clone()))?;
@@ -121,6 +131,7 @@ impl Metrics {
             writes,
             unreadable,
             plan_writes,
+            pass_seconds,
         })
     }
 

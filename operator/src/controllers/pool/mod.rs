@@ -49,17 +49,31 @@ fn error_policy(pool: Arc<CapacityPool>, error: &Error, ctx: Arc<Context>) -> Ac
 #[tracing::instrument(skip_all, fields(pool = %pool.name_any()))]
 async fn reconcile(pool: Arc<CapacityPool>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile("pool");
+    let phase = |name: &str, started: std::time::Instant| {
+        ctx.metrics
+            .pass_seconds
+            .with_label_values(&[name])
+            .observe(started.elapsed().as_secs_f64());
+    };
     let now = Utc::now();
+    let started = std::time::Instant::now();
     let view = observe::view(&ctx, &pool, now);
+    phase("observe", started);
+    let started = std::time::Instant::now();
     let plan = crate::plan::pool::plan(&view, now, &ctx.settings.plan);
+    phase("plan", started);
     ctx.metrics
         .plan_writes
         .with_label_values(&["pool"])
         .observe(plan.writes() as f64);
     let wake_at = plan.wake_at;
+    let started = std::time::Instant::now();
     let outcome = apply::apply(&ctx, &view, plan, now).await;
+    phase("apply", started);
     // Plan the next pass from caches that show this pass's writes, never from older ones.
+    let started = std::time::Instant::now();
     apply::caught_up(&ctx, &outcome.written).await;
+    phase("catch_up", started);
     let wake = if outcome.conflicts > 0 {
         Duration::from_millis(200)
     } else {

@@ -268,6 +268,7 @@ pub fn pool(
         lent_nodes: as_i32(lent),
         headroom_nodes: as_i32(headroom),
         spot_price_per_core_hour: spot_per_core_hour.map(|p| Money::new(p.normalize().to_string())),
+        utilisation_history: old.utilisation_history.clone(),
         conditions: conds,
         observed_generation: generation,
     };
