@@ -10,6 +10,7 @@ use offpeak_billing::period::{BillingCycle, Period};
 use offpeak_billing::rate::LeaseClass;
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, TestRunner};
+use sqlx::Row;
 use support::postgres::TempPostgres;
 use support::*;
 
@@ -31,27 +32,30 @@ fn october() -> Vec<Fact> {
 
 /// A fresh, empty ledger per scenario.
 trait Backend {
-    async fn fresh(&self) -> Ledger;
+    /// URL of a fresh, empty database.
+    fn fresh_url(&self) -> String;
+
+    async fn fresh(&self) -> Ledger {
+        Ledger::open(&self.fresh_url(), BillingCycle::Monthly)
+            .await
+            .unwrap()
+    }
 }
 
 struct Sqlite(tempfile::TempDir, std::sync::atomic::AtomicU32);
 impl Backend for Sqlite {
-    async fn fresh(&self) -> Ledger {
+    fn fresh_url(&self) -> String {
         let n = self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Ledger::open_sqlite(
-            &self.0.path().join(format!("ledger-{n}.db")),
-            BillingCycle::Monthly,
+        format!(
+            "sqlite://{}?mode=rwc",
+            self.0.path().join(format!("ledger-{n}.db")).display()
         )
-        .await
-        .unwrap()
     }
 }
 
 impl Backend for TempPostgres {
-    async fn fresh(&self) -> Ledger {
-        Ledger::open(&self.fresh_database(), BillingCycle::Monthly)
-            .await
-            .unwrap()
+    fn fresh_url(&self) -> String {
+        self.fresh_database()
     }
 }
 
@@ -245,7 +249,72 @@ async fn random_histories_bill_as_in_memory(ledger: Ledger, seed_offset: u64) {
     }
 }
 
+/// What SQL users read from the `bills` and `bill_lines` columns: amounts with every
+/// decimal place of the bill's precision, never `216` for `216.00`.
+async fn stored_amounts_keep_their_precision(url: String) {
+    let ledger = Ledger::open(&url, BillingCycle::Monthly).await.unwrap();
+    let mut c = card("1", "2026-01-01T00:00:00Z");
+    c.prices.reserved.gpu = d("36");
+    ledger
+        .append(&[
+            card_fact(c),
+            admit("g", "acme", LeaseClass::Reserved, "2026-10-01T00:00:00Z"),
+            bind("g", "2026-10-01T00:00:00Z", "0", "0", "6"),
+            end("g", "2026-10-01T01:00:00Z", EndReason::Expired),
+        ])
+        .await
+        .unwrap();
+    let oct = month("2026-10");
+    ledger.finalize("acme", &oct).await.unwrap();
+    ledger.close().await;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let total: String = sqlx::query("SELECT total FROM bills WHERE tenant = 'acme'")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get("total");
+    assert_eq!(total, "216.00");
+    let rows: Vec<(String, String)> =
+        sqlx::query("SELECT amount, body FROM bill_lines WHERE tenant = 'acme' ORDER BY line_no")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get("amount"), r.get("body")))
+            .collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].0, "216.00");
+    let body: serde_json::Value = serde_json::from_str(&rows[0].1).unwrap();
+    assert_eq!(
+        body["amount"],
+        serde_json::json!({"amount": "216.00", "currency": "USD"})
+    );
+    // November, with nothing in it, is stored with a zero at the same precision.
+    let ledger = Ledger::open(&url, BillingCycle::Monthly).await.unwrap();
+    let nov = month("2026-11");
+    assert_eq!(
+        ledger
+            .bill("acme", &nov, nov.end)
+            .await
+            .unwrap()
+            .total
+            .to_string(),
+        "0.00 USD"
+    );
+    let total: String =
+        sqlx::query("SELECT total FROM bills WHERE tenant = 'acme' AND period = '2026-11'")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .get("total");
+    assert_eq!(total, "0.00");
+    pool.close().await;
+    ledger.close().await;
+}
+
 async fn suite(backend: &impl Backend) {
+    stored_amounts_keep_their_precision(backend.fresh_url()).await;
     appending_is_idempotent(backend.fresh().await).await;
     bad_batches_change_nothing(backend.fresh().await).await;
     stored_bills_match_the_pure_function(backend.fresh().await).await;

@@ -544,3 +544,51 @@ fn one_bill_one_currency() {
         "{err}"
     );
 }
+
+#[test]
+fn every_amount_has_exactly_the_precision_of_its_card() {
+    // Whole-number prices make whole-number charges: they still print with cents.
+    let mut c = card("1", "2026-01-01T00:00:00Z");
+    c.prices.reserved.gpu = d("36");
+    c.prices.reserved.cpu = d("1.8");
+    let facts = vec![
+        card_fact(c),
+        admit("g", "acme", LeaseClass::Reserved, "2026-11-01T00:00:00Z"),
+        bind("g", "2026-11-01T00:00:00Z", "2", "0", "6"),
+        end("g", "2026-11-01T01:00:00Z", EndReason::Expired),
+    ];
+    let b = bill(facts.clone(), "acme", "2026-11");
+    assert_eq!(
+        amounts(&b),
+        vec![
+            (LineKind::Usage, Some(Resource::Cpu), 3600, "3.60".into()),
+            (LineKind::Usage, Some(Resource::Gpu), 3600, "216.00".into()),
+        ]
+    );
+    assert_eq!(b.total.to_string(), "219.60 USD");
+    // JSON (and so the ledger's stored bodies) carries the same strings.
+    let json = serde_json::to_value(&b).unwrap();
+    assert_eq!(json["lines"][1]["amount"]["amount"], "216.00");
+    assert_eq!(json["total"]["amount"], "219.60");
+
+    // A bill with no line still shows its zero at the card's precision.
+    let empty = bill(facts.clone(), "acme", "2026-12");
+    assert!(empty.lines.is_empty());
+    assert_eq!(empty.total.to_string(), "0.00 USD");
+
+    // A stated precision is kept the same way: 216.0000.
+    let mut four = card("1", "2026-01-01T00:00:00Z");
+    four.prices.reserved.gpu = d("36");
+    four.prices.reserved.cpu = d("1.8");
+    four.precision = Some(4);
+    let mut facts4 = facts;
+    facts4[0] = card_fact(four);
+    let b = bill(facts4, "acme", "2026-11");
+    let got: Vec<String> = b
+        .lines
+        .iter()
+        .map(|l| l.amount.amount.to_string())
+        .collect();
+    assert_eq!(got, ["3.6000", "216.0000"]);
+    assert_eq!(b.total.to_string(), "219.6000 USD");
+}
