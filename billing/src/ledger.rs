@@ -30,11 +30,16 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// PostgreSQL's bind-parameter limits.
 const CHUNK: usize = 500;
 
+/// Key of the PostgreSQL advisory lock that serializes appends (ASCII `offpeak1`).
+const APPEND_LOCK: i64 = 0x6f66_6670_6561_6b31;
+
 /// The ledger.
 #[derive(Clone, Debug)]
 pub struct Ledger {
     pool: AnyPool,
     cycle: BillingCycle,
+    /// PostgreSQL: several replicas may append at once.
+    postgres: bool,
 }
 
 fn corrupt(what: &'static str, err: impl std::fmt::Display) -> BillingError {
@@ -101,7 +106,11 @@ impl Ledger {
                 requested: cycle.name().to_string(),
             });
         }
-        Ok(Ledger { pool, cycle })
+        Ok(Ledger {
+            pool,
+            cycle,
+            postgres: url.starts_with("postgres:") || url.starts_with("postgresql:"),
+        })
     }
 
     /// Opens (creating if needed) an SQLite ledger file.
@@ -124,6 +133,17 @@ impl Ledger {
     /// whole batch and leaves the ledger as it was.
     pub async fn append(&self, batch: &[Fact]) -> Result<AppendOutcome> {
         let mut tx = self.pool.begin().await?;
+        if self.postgres {
+            // A batch is validated against what the ledger holds, then written: two
+            // writers doing that at once would each miss the other's facts (and the
+            // database, not the rules, would refuse one of two identical batches with
+            // a unique violation on a second index). One append at a time, then; the
+            // lock goes with the transaction.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(APPEND_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
 
         // What the ledger already knows that the batch could clash with.
         let mut known = FactSet::new();
@@ -213,8 +233,9 @@ impl Ledger {
             let stored = query.fetch_all(&mut *tx).await?;
             inserted += stored.len();
             if stored.len() < chunk.len() {
-                // Another writer recorded some of these keys since we looked: fine if
-                // it recorded the same facts.
+                // Another writer recorded some of these keys since we looked (one that
+                // does not take the append lock: an older replica during an upgrade):
+                // fine if it recorded the same facts.
                 let stored: std::collections::HashSet<String> = stored
                     .iter()
                     .map(|r| r.try_get::<String, _>("fact_key"))
