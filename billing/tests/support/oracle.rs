@@ -58,6 +58,25 @@ impl Frac {
         Frac::new(self.num * o.num, self.den * o.den)
     }
 
+    pub fn div(self, o: Frac) -> Frac {
+        Frac::new(self.num * o.den, self.den * o.num)
+    }
+
+    /// Whether the fraction is a finite decimal (its denominator divides a power of 10).
+    pub fn is_finite_decimal(self) -> bool {
+        let mut den = self.den;
+        for p in [2, 5] {
+            while den % p == 0 {
+                den /= p;
+            }
+        }
+        den == 1
+    }
+
+    pub fn abs(self) -> Frac {
+        Frac::new(self.num.abs(), self.den)
+    }
+
     pub fn is_zero(self) -> bool {
         self.num == 0
     }
