@@ -735,3 +735,55 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_correction_keeps_its_charge_period_inside_the_period_it_corrects() {
+    // A Reserved lease of October, reported late, reclaimed on 31 October at 12:00 with
+    // its term planned to 2 November: its credit covers the unserved 36 hours, but as
+    // a correction of October its charge period ends with October.
+    let mut c = card("1", "2026-01-01T00:00:00Z");
+    c.sla_credit =
+        Some(offpeak_billing::rate::SlaCreditRule::PercentOfRemainingTerm { percent: d("25") });
+    let mut facts = vec![card_fact(c)];
+    let oct = Period::parse(BillingCycle::Monthly, "2026-10").unwrap();
+    let model = Model::compile(&FactSet::from_facts(facts.clone()).unwrap()).unwrap();
+    let mut october = model.bill("acme", oct, oct.end, &[]).unwrap();
+    october.state = BillState::Finalized;
+    facts.push(admit_planned(
+        "db",
+        "acme",
+        LeaseClass::Reserved,
+        "2026-10-31T00:00:00Z",
+        Some("2026-11-02T00:00:00Z"),
+    ));
+    facts.push(bind("db", "2026-10-31T00:00:00Z", "10", "0", "0"));
+    facts.push(end("db", "2026-10-31T12:00:00Z", EndReason::Reclaimed));
+    let model = Model::compile(&FactSet::from_facts(facts).unwrap()).unwrap();
+    let nov = oct.next();
+    let november = model.bill("acme", nov, nov.end, &[october]).unwrap();
+    let got: Vec<String> = focus_rows(&november, &FocusOptions::default())
+        .iter()
+        .map(|r| {
+            [
+                "ChargeCategory",
+                "ChargeClass",
+                "ChargePeriodStart",
+                "ChargePeriodEnd",
+                "BilledCost",
+            ]
+            .iter()
+            .map(|c| r.get(c).unwrap_or("-"))
+            .collect::<Vec<_>>()
+            .join(" ")
+        })
+        .collect();
+    // 10 cores × 12 h × 0.04 = 4.80; credit 25 % × 36 h × 10 × 0.04 = 3.60.
+    assert_eq!(
+        got,
+        [
+            "Usage Correction 2026-10-31T00:00:00Z 2026-10-31T12:00:00Z 4.80",
+            "Credit Correction 2026-10-31T12:00:00Z 2026-11-01T00:00:00Z -3.60",
+        ]
+    );
+    assert_eq!(november.lines[1].end, t("2026-11-02T00:00:00Z"));
+}
