@@ -314,6 +314,21 @@ impl Ledger {
             .await
     }
 
+    /// The bill of `tenant` for `period` as it stands, without storing anything: the
+    /// stored bill if it is finalized, else the open bill computed from the facts up
+    /// to `as_of` (with corrections of the finalized periods before it).
+    pub async fn current_bill(
+        &self,
+        tenant: &str,
+        period: &Period,
+        as_of: DateTime<Utc>,
+    ) -> Result<Bill> {
+        let mut conn = self.pool.acquire().await?;
+        match current(&mut conn, tenant, period, as_of).await? {
+            Current::Finalized(bill) | Current::Open(bill) => Ok(bill),
+        }
+    }
+
     async fn compute_and_store(
         &self,
         tenant: &str,
@@ -323,26 +338,10 @@ impl Ledger {
     ) -> Result<Bill> {
         let label = period.label();
         let mut tx = self.pool.begin().await?;
-        if let Some(existing) = load_bill(&mut tx, tenant, &label).await?
-            && existing.state == BillState::Finalized
-        {
-            return Ok(existing);
-        }
-        let facts = load_tenant_facts(&mut tx, tenant).await?;
-        let mut finalized = Vec::new();
-        let rows =
-            sqlx::query("SELECT period FROM bills WHERE tenant = $1 AND state = 'finalized'")
-                .bind(tenant)
-                .fetch_all(&mut *tx)
-                .await?;
-        for row in rows {
-            let p: String = row.try_get("period")?;
-            if let Some(b) = load_bill(&mut tx, tenant, &p).await? {
-                finalized.push(b);
-            }
-        }
-        let model = Model::compile(&facts)?;
-        let mut bill = model.bill(tenant, *period, as_of, &finalized)?;
+        let mut bill = match current(&mut tx, tenant, period, as_of).await? {
+            Current::Finalized(bill) => return Ok(bill),
+            Current::Open(bill) => bill,
+        };
         bill.state = state;
 
         let header = Bill {
@@ -413,6 +412,45 @@ impl Ledger {
         tx.commit().await?;
         Ok(bill)
     }
+}
+
+/// A bill as the ledger has it now.
+enum Current {
+    /// Stored and frozen.
+    Finalized(Bill),
+    /// Computed from the facts, not stored by this.
+    Open(Bill),
+}
+
+/// The stored bill when it is finalized, else the open bill computed from the facts
+/// up to `as_of`, with corrections of the finalized periods before it.
+async fn current(
+    conn: &mut sqlx::AnyConnection,
+    tenant: &str,
+    period: &Period,
+    as_of: DateTime<Utc>,
+) -> Result<Current> {
+    if let Some(existing) = load_bill(&mut *conn, tenant, &period.label()).await?
+        && existing.state == BillState::Finalized
+    {
+        return Ok(Current::Finalized(existing));
+    }
+    let facts = load_tenant_facts(&mut *conn, tenant).await?;
+    let mut finalized = Vec::new();
+    let rows = sqlx::query("SELECT period FROM bills WHERE tenant = $1 AND state = 'finalized'")
+        .bind(tenant)
+        .fetch_all(&mut *conn)
+        .await?;
+    for row in rows {
+        let p: String = row.try_get("period")?;
+        if let Some(b) = load_bill(&mut *conn, tenant, &p).await? {
+            finalized.push(b);
+        }
+    }
+    let model = Model::compile(&facts)?;
+    Ok(Current::Open(
+        model.bill(tenant, *period, as_of, &finalized)?,
+    ))
 }
 
 async fn load_tenant_facts(conn: &mut sqlx::AnyConnection, tenant: &str) -> Result<FactSet> {

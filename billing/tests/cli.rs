@@ -1,10 +1,16 @@
 //! The `offpeak billing` subcommands, through the same `run` the operator binary calls.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use clap::Parser;
-use offpeak_billing::bill::Bill;
-use offpeak_billing::cli::{BillingCommand, run};
-use offpeak_billing::focus::COLUMNS;
+use offpeak_billing::bill::{Bill, BillState};
+use offpeak_billing::cli::{BillingCommand, FactsInput, read_input, run};
+use offpeak_billing::focus::{COLUMNS, FocusOptions, write_focus_csv};
+use offpeak_billing::ledger::Ledger;
+use offpeak_billing::meter::{FactSet, Model};
+use offpeak_billing::period::{BillingCycle, Period};
+use support::postgres::TempPostgres;
 
 #[derive(Parser)]
 struct Cli {
@@ -226,4 +232,151 @@ async fn ingest_then_bill_from_a_ledger() {
         bills.iter().map(|b| &b.lines).collect::<Vec<_>>(),
         replayed.iter().map(|b| &b.lines).collect::<Vec<_>>()
     );
+}
+
+/// The example ingested into the ledger at `url`, with acme's November finalized.
+async fn example_ledger(url: &str) {
+    let ingest = [
+        "ingest",
+        "--ledger",
+        url,
+        "--facts",
+        "testdata/facts.jsonl",
+        "--rate-card",
+        "testdata/rate-cards.yaml",
+    ];
+    assert_eq!(
+        offpeak_billing(&ingest).await.unwrap(),
+        "19 facts recorded, 0 already known\n"
+    );
+    let finalize = [
+        "bill",
+        "--ledger",
+        url,
+        "--period",
+        "2026-11",
+        "--tenant",
+        "acme",
+        "--finalize",
+        "--format",
+        "json",
+    ];
+    let bills: Vec<Bill> =
+        serde_json::from_str(&offpeak_billing(&finalize).await.unwrap()).unwrap();
+    assert_eq!(bills[0].state, BillState::Finalized);
+}
+
+/// November's FOCUS CSV computed without a ledger: acme's bill finalized, globex's open.
+fn november_focus_csv() -> String {
+    let facts = read_input(&FactsInput {
+        facts: "testdata/facts.jsonl".into(),
+        rate_cards: vec!["testdata/rate-cards.yaml".into()],
+    })
+    .unwrap();
+    let nov = Period::parse(BillingCycle::Monthly, "2026-11").unwrap();
+    let mut bills = Model::compile(&FactSet::from_facts(facts).unwrap())
+        .unwrap()
+        .bills(nov, nov.end)
+        .unwrap();
+    bills[0].state = BillState::Finalized;
+    let mut out = Vec::new();
+    write_focus_csv(&bills, &FocusOptions::default(), &mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+/// `offpeak billing export` of November from the ledger at `url`: every tenant, the
+/// finalized bill as stored and the open one as the facts say, to stdout or a file.
+async fn export_exports_every_tenants_bill(url: &str, dir: &std::path::Path) {
+    example_ledger(url).await;
+    let export = [
+        "export",
+        "--ledger",
+        url,
+        "--period",
+        "2026-11",
+        "--format",
+        "focus-csv",
+    ];
+    let csv = offpeak_billing(&export).await.unwrap();
+    assert_eq!(csv, november_focus_csv());
+    let mut lines = csv.lines();
+    assert_eq!(lines.next().unwrap(), COLUMNS.join(","));
+    assert!(
+        lines.next().unwrap().starts_with(
+            "0.51,offpeak,Offpeak,USD,2026-12-01T00:00:00Z,2026-11-01T00:00:00Z,Usage,,"
+        ),
+        "{csv}"
+    );
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    let column = |name: &str| header.iter().position(|c| c == name).unwrap();
+    let (tenant, invoice) = (column("SubAccountId"), column("InvoiceId"));
+    let mut invoices: Vec<(String, String)> = reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (r[tenant].to_string(), r[invoice].to_string())
+        })
+        .collect();
+    invoices.dedup();
+    assert_eq!(
+        invoices,
+        [
+            ("acme".to_string(), "acme/2026-11".to_string()),
+            ("globex".into(), "".into())
+        ]
+    );
+
+    let file = dir.join("focus-2026-11.csv");
+    let mut to_file = export.to_vec();
+    to_file.extend(["--output", file.to_str().unwrap()]);
+    assert_eq!(
+        offpeak_billing(&to_file).await.unwrap(),
+        format!(
+            "18 FOCUS rows of 2 bills for 2026-11 (1 finalized) written to {}\n",
+            file.display()
+        )
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), csv);
+
+    // The export stored nothing: globex's open bill is not in the ledger.
+    let ledger = Ledger::open(url, BillingCycle::Monthly).await.unwrap();
+    let nov = Period::parse(BillingCycle::Monthly, "2026-11").unwrap();
+    assert_eq!(ledger.stored_bill("globex", &nov).await.unwrap(), None);
+    ledger.close().await;
+
+    // A weekly export of a monthly ledger, and a period that is no month.
+    let mut weekly = export.to_vec();
+    weekly.extend(["--cycle", "weekly"]);
+    weekly[4] = "2026-W48";
+    assert_eq!(
+        offpeak_billing(&weekly).await.unwrap_err().to_string(),
+        "ledger was created with a monthly billing cycle, opened with weekly"
+    );
+    let mut bad = export.to_vec();
+    bad[4] = "2026-13";
+    assert!(
+        offpeak_billing(&bad)
+            .await
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid period \"2026-13\" for a monthly cycle")
+    );
+}
+
+#[tokio::test]
+async fn export_from_an_sqlite_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("ledger.db").display()
+    );
+    export_exports_every_tenants_bill(&url, dir.path()).await;
+}
+
+#[tokio::test]
+async fn export_from_a_postgres_ledger() {
+    let server = TempPostgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    export_exports_every_tenants_bill(&server.fresh_database(), dir.path()).await;
 }
