@@ -35,8 +35,8 @@
 //!   (0.02, 0.0025, 0.016, 0.005...). For other prices no finite decimal
 //!   PricingQuantity at all has that product (1.60 at 36 per hour would need
 //!   0.0444…), so PricingQuantity is the quotient rounded half away from zero to 12
-//!   decimal places (a 3.6-nanosecond resource-second) and the product misses ListCost
-//!   by less than `ListUnitPrice × 5e-13`; ListCost stays BilledCost. A zero price
+//!   decimal places (1e-12 resource-hours: 3.6 ns of one core) and the product misses
+//!   ListCost by at most `ListUnitPrice × 5e-13`; ListCost stays BilledCost. A zero price
 //!   rates the consumed resource-hours (to 12 places), which cost nothing.
 //!   `PricingCategory` is Dynamic for Spot (its price moves with utilisation) and
 //!   Standard for Reserved.
