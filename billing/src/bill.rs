@@ -692,6 +692,11 @@ impl Model {
                 line.correction_of = Some(label.clone());
                 line.seconds = seconds;
                 line.amount.amount = amount;
+                // A bill stored before amounts kept their places may hold `36` for
+                // `36.00`; the difference is printed at the card's precision all the same.
+                if let Some(dp) = self.book.precision_of(&line.rate_card) {
+                    line.amount.amount.rescale(dp.max(amount.scale()));
+                }
                 out.push(line);
             }
         }
@@ -715,8 +720,9 @@ impl Model {
         let mut corrections = self.corrections(tenant, &period, finalized)?;
         corrections.sort_by(line_order);
         lines.extend(corrections);
-        let currency = match lines.first() {
-            Some(line) => line.amount.currency,
+        // An empty bill still prints its zero total at a card's precision (`0.00 USD`).
+        let (currency, empty_precision) = match lines.first() {
+            Some(line) => (line.amount.currency, 0),
             None => self
                 .book
                 .cards()
@@ -725,13 +731,14 @@ impl Model {
                     c.effective_from < period.end
                         && c.effective_until.is_none_or(|u| u > period.start)
                 })
-                .map(|c| c.currency)
+                .map(|c| (c.currency, c.line_precision()))
                 .ok_or_else(|| BillingError::NothingToBill {
                     tenant: tenant.to_string(),
                     period: period.label(),
                 })?,
         };
         let mut total = Decimal::ZERO;
+        total.rescale(empty_precision);
         for line in &lines {
             if line.amount.currency != currency {
                 return Err(BillingError::CurrencyMismatch {

@@ -1,4 +1,5 @@
-//! `offpeak billing ...`: offline replay of a facts file, and ledger maintenance.
+//! `offpeak billing ...`: offline replay of a facts file, ledger maintenance, and the
+//! FOCUS export of a period for finance.
 //!
 //! The `offpeak` binary (operator crate) wires its `billing` subcommand to
 //! [`BillingCommand`] and [`run`].
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 
-use crate::bill::Bill;
+use crate::bill::{Bill, BillState};
 use crate::error::BillingError;
 use crate::focus::{FocusOptions, write_focus_csv};
 use crate::ledger::Ledger;
@@ -41,6 +42,16 @@ pub enum BillingCommand {
     Ingest(IngestArgs),
     /// Compute a bill from a ledger, optionally finalizing it.
     Bill(BillArgs),
+    /// Export every tenant's bill of a period from a ledger, for finance.
+    Export(ExportArgs),
+}
+
+/// What `export` writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// FinOps FOCUS 1.2 CSV.
+    #[default]
+    FocusCsv,
 }
 
 /// Where facts come from.
@@ -107,6 +118,26 @@ pub struct BillArgs {
     pub finalize: bool,
     #[command(flatten)]
     pub selection: BillSelection,
+}
+
+/// `export`.
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// Ledger URL: sqlite://FILE?mode=rwc or postgres://user@host:port/db.
+    #[arg(long, env = "OFFPEAK_LEDGER", default_value = DEFAULT_LEDGER)]
+    pub ledger: String,
+    /// Billing period label: 2026-11 (monthly), 2026-W48 (weekly), 2026-11-23 (daily).
+    #[arg(long)]
+    pub period: String,
+    /// Length of a billing period (the ledger's).
+    #[arg(long, value_enum, default_value_t)]
+    pub cycle: BillingCycle,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: ExportFormat,
+    /// Write the export to this file instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// Reads a rate card file: YAML or JSON, one card or a list of cards.
@@ -314,6 +345,43 @@ pub async fn run(cmd: BillingCommand, out: &mut dyn Write) -> anyhow::Result<()>
             }
             ledger.close().await;
             print_bills(&bills, args.selection.format, out)
+        }
+        BillingCommand::Export(args) => {
+            let period = Period::parse(args.cycle, &args.period)?;
+            let ledger = Ledger::open(&args.ledger, args.cycle).await?;
+            // Finalized bills as stored, open ones as the facts say at the period's
+            // end; nothing is stored, an export changes no bill.
+            let mut bills = Vec::new();
+            for tenant in ledger.tenants().await? {
+                bills.push(ledger.current_bill(&tenant, &period, period.end).await?);
+            }
+            ledger.close().await;
+            let ExportFormat::FocusCsv = args.format;
+            match &args.output {
+                None => write_focus_csv(&bills, &FocusOptions::default(), out)?,
+                Some(path) => {
+                    let mut file = std::io::BufWriter::new(
+                        std::fs::File::create(path)
+                            .with_context(|| format!("creating {}", path.display()))?,
+                    );
+                    write_focus_csv(&bills, &FocusOptions::default(), &mut file)
+                        .and_then(|()| file.flush())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    let rows: usize = bills.iter().map(|b| b.lines.len()).sum();
+                    let finalized = bills
+                        .iter()
+                        .filter(|b| b.state == BillState::Finalized)
+                        .count();
+                    writeln!(
+                        out,
+                        "{rows} FOCUS rows of {} bills for {} ({finalized} finalized) written to {}",
+                        bills.len(),
+                        period.label(),
+                        path.display()
+                    )?;
+                }
+            }
+            Ok(())
         }
     }
 }

@@ -7,17 +7,39 @@
 //!
 //! How Offpeak's lines map (FOCUS 1.2 column rules in brackets):
 //! - Usage lines: `ChargeCategory` Usage, `ChargeFrequency` Usage-Based,
-//!   `PricingUnit` Core-Hours / GiB-Hours / GPU-Hours (the rate card's unit),
-//!   `PricingQuantity` resource-hours = quantity × seconds / 3600 rounded to 9
-//!   decimal places (1e-9 h = 3.6 µs, finer than a billed second),
-//!   `ListUnitPrice` = `ContractedUnitPrice` = the card's price per resource-hour,
-//!   `ListCost` = `ContractedCost` = unit price × PricingQuantity exactly [ListCost,
-//!   ContractedCost: "product of unit price and PricingQuantity MUST match"],
-//!   `BilledCost` = `EffectiveCost` = the line total rounded to the card's precision
-//!   (the invoiced amount). List and billed cost therefore differ by the line's
-//!   rounding only. `ConsumedQuantity` is resource-seconds (exact) in Core-Seconds,
-//!   GiB-Seconds or GPU-Seconds. `PricingCategory` is Dynamic for Spot (its price
-//!   moves with utilisation) and Standard for Reserved.
+//!   `PricingUnit` Core-Hours / GiB-Hours / GPU-Hours, the unit the rate card
+//!   publishes its prices in [PricingUnit: "semantically equal to the ... unit provided
+//!   in provider-published price list"], `ListUnitPrice` = `ContractedUnitPrice` = the
+//!   card's price per resource-hour, exactly as published. There are no discounts, so
+//!   `ListCost` = `ContractedCost` = `EffectiveCost` = `BilledCost` = the line total, at
+//!   the bill's precision. `PricingQuantity` is the quantity that line total buys at
+//!   that price, `BilledCost / ListUnitPrice`: the resource-hours the line *rates*
+//!   [PricingUnit: "how the provider rates measured usage ... after applying pricing
+//!   rules"], so that `ListUnitPrice × PricingQuantity = ListCost` [ListCost: "The
+//!   product of ListUnitPrice and PricingQuantity MUST match the ListCost"]. It differs
+//!   from the resource-hours used (`ConsumedQuantity`, resource-seconds, exact, in
+//!   Core-Seconds / GiB-Seconds / GPU-Seconds) by the line's rounding only: 128 cores
+//!   for 4 h at 0.016 cost 8.192, billed 8.19, so the row rates 511.875 Core-Hours
+//!   beside 1843200 Core-Seconds consumed.
+//!
+//!   Why not resource-hours used, and why not per-second units: a line is billed
+//!   `quantity × seconds × price / 3600` rounded to the bill's precision, so with the
+//!   consumed quantity as PricingQuantity the product misses the billed cost by that
+//!   rounding (and by the rounding of the hours themselves: 1/3 h is no finite
+//!   decimal), which made `ListCost` 1.599999984 beside `BilledCost` 1.60. Per-second
+//!   units make the quantity exact but not the price: 0.02 per core-hour is
+//!   0.0000055… per core-second, no finite decimal either, and the rate card does
+//!   not publish it. The rated quantity keeps the published price and the billed
+//!   cost exact, and is exact itself whenever `BilledCost / ListUnitPrice` is a finite
+//!   decimal: always for prices whose digits are a power of 2 times a power of 5
+//!   (0.02, 0.0025, 0.016, 0.005...). For other prices no finite decimal
+//!   PricingQuantity at all has that product (1.60 at 36 per hour would need
+//!   0.0444…), so PricingQuantity is the quotient rounded half away from zero to 12
+//!   decimal places (1e-12 resource-hours: 3.6 ns of one core) and the product misses
+//!   ListCost by at most `ListUnitPrice × 5e-13`; ListCost stays BilledCost. A zero price
+//!   rates the consumed resource-hours (to 12 places), which cost nothing.
+//!   `PricingCategory` is Dynamic for Spot (its price moves with utilisation) and
+//!   Standard for Reserved.
 //! - SLA credits: `ChargeCategory` Credit, negative cost; minimum-charge top-ups:
 //!   `ChargeCategory` Adjustment. Neither has a pricing quantity or unit price, so
 //!   their List/Contracted/Effective cost equal BilledCost [ListCost: "unrelated to
@@ -25,9 +47,14 @@
 //!   columns are null.
 //! - Corrections of a finalized period: `ChargeClass` Correction, the category of what
 //!   they correct, `ChargePeriodStart/End` of the corrected charge (inside the earlier
-//!   billing period) and the quantities and costs of the *change*.
+//!   billing period) and the quantities and costs of the *change*, rated the same way.
 //! - `SubAccountId`/`SubAccountName` are the tenant; `ResourceId` is the lease id,
-//!   `ResourceType` "Capacity Lease", `InvoiceId` `<tenant>/<period>`.
+//!   `ResourceType` "Capacity Lease". `InvoiceId` is `<tenant>/<period>` on the rows
+//!   of a finalized bill and null on an open one, which is not on an invoice yet
+//!   [InvoiceId: "MUST be null when the charge is not associated either with an
+//!   invoice or with a pre-generated provisional invoice"].
+//! - Every amount (`BilledCost`, `EffectiveCost`, `ListCost`, `ContractedCost`) has
+//!   exactly the places of the bill's precision: `36.00`, never `36`.
 //! - `Tags`: the lease's tenant tags unprefixed (one user tag scheme) plus provider tags
 //!   prefixed `offpeak/` (pool, class); tenants cannot use that prefix.
 //!
@@ -41,9 +68,10 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
-use rust_decimal::Decimal;
+use rust_decimal::{Decimal, RoundingStrategy};
 
-use crate::bill::{Bill, BillLine, LineKind};
+use crate::bill::{Bill, BillLine, BillState, LineKind};
+use crate::period::Period;
 use crate::rate::{LeaseClass, Resource};
 
 /// The FOCUS version the export follows.
@@ -165,6 +193,55 @@ fn money(value: Decimal) -> String {
     }
 }
 
+/// Places of a PricingQuantity that has no finite decimal value.
+const PRICING_QUANTITY_PLACES: u32 = 12;
+
+/// Whether `numerator / denominator` is a finite decimal: once the fraction of their
+/// integer digits is reduced, its denominator has no prime factor but 2 and 5.
+fn quotient_terminates(numerator: Decimal, denominator: Decimal) -> bool {
+    // n / d = (n.mantissa × 10^d.scale) / (d.mantissa × 10^n.scale); the powers of ten
+    // only add factors 2 and 5, so the mantissas decide.
+    fn gcd(mut a: i128, mut b: i128) -> i128 {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a.abs()
+    }
+    let n = numerator.mantissa();
+    let d = denominator.mantissa();
+    if d == 0 {
+        return false;
+    }
+    let mut rest = (d / gcd(n, d).max(1)).abs();
+    for p in [2, 5] {
+        while rest % p == 0 {
+            rest /= p;
+        }
+    }
+    rest == 1
+}
+
+/// The resource-hours `billed` buys at `unit_price` (see the module docs): exact when
+/// that is a finite decimal, else to [`PRICING_QUANTITY_PLACES`]; at a zero price, the
+/// consumed resource-hours.
+fn pricing_quantity(billed: Decimal, unit_price: Decimal, resource_seconds: Decimal) -> Decimal {
+    let rounded = |v: Decimal| {
+        v.round_dp_with_strategy(
+            PRICING_QUANTITY_PLACES,
+            RoundingStrategy::MidpointAwayFromZero,
+        )
+        .normalize()
+    };
+    if unit_price.is_zero() {
+        return rounded(resource_seconds / Decimal::from(3600));
+    }
+    match billed.checked_div(unit_price) {
+        Some(hours) if quotient_terminates(billed, unit_price) => hours.normalize(),
+        Some(hours) => rounded(hours),
+        None => rounded(resource_seconds / Decimal::from(3600)),
+    }
+}
+
 fn sku_meter(resource: Resource) -> &'static str {
     match resource {
         Resource::Cpu => "CPU Usage",
@@ -220,8 +297,10 @@ fn row(bill: &Bill, line: &BillLine, opts: &FocusOptions) -> FocusRow {
     );
     // A regular row's charge period lies inside its billing period; a correction keeps
     // the period of the charge it corrects.
-    let (start, end) = if correction {
-        (line.start, line.end)
+    let (start, end) = if let Some(label) = &line.correction_of {
+        // A credit's interval (the unserved term) may run past the corrected period.
+        let corrected_end = Period::parse(bill.cycle, label).map_or(line.end, |p| p.end);
+        (line.start, line.end.min(corrected_end))
     } else {
         (
             line.start.max(bill.period_start),
@@ -232,7 +311,7 @@ fn row(bill: &Bill, line: &BillLine, opts: &FocusOptions) -> FocusRow {
     set("ChargePeriodEnd", Some(datetime(end)));
     set(
         "InvoiceId",
-        Some(format!("{}/{}", bill.tenant, bill.period)),
+        (bill.state == BillState::Finalized).then(|| format!("{}/{}", bill.tenant, bill.period)),
     );
     set("InvoiceIssuerName", Some(opts.invoice_issuer_name.clone()));
     set("ProviderName", Some(opts.provider_name.clone()));
@@ -278,14 +357,13 @@ fn row(bill: &Bill, line: &BillLine, opts: &FocusOptions) -> FocusRow {
     match (line.kind, line.resource, line.unit_price) {
         (LineKind::Usage, Some(resource), Some(price)) => {
             let resource_seconds = line.quantity * Decimal::from(line.seconds);
-            let hours = (resource_seconds / Decimal::from(3600)).round_dp(9);
-            let list_cost = price.amount * hours;
+            let hours = pricing_quantity(line.amount.amount, price.amount, resource_seconds);
             set("PricingQuantity", Some(number(hours)));
             set("PricingUnit", Some(format!("{}-Hours", resource.unit())));
             set("ListUnitPrice", Some(number(price.amount)));
             set("ContractedUnitPrice", Some(number(price.amount)));
-            set("ListCost", Some(number(list_cost)));
-            set("ContractedCost", Some(number(list_cost)));
+            set("ListCost", Some(billed.clone()));
+            set("ContractedCost", Some(billed.clone()));
             set("ConsumedQuantity", Some(number(resource_seconds)));
             set("ConsumedUnit", Some(format!("{}-Seconds", resource.unit())));
             set(
@@ -367,4 +445,39 @@ pub fn write_focus_csv(
     }
     writer.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn a_quotient_terminates_when_only_twos_and_fives_are_left_below() {
+        assert!(quotient_terminates(d("0.51"), d("0.016")));
+        assert!(quotient_terminates(d("8.64"), d("0.045")));
+        assert!(quotient_terminates(d("0.00"), d("0.002")));
+        assert!(quotient_terminates(d("-0.54"), d("0.045")));
+        assert!(!quotient_terminates(d("1.60"), d("36")));
+        assert!(!quotient_terminates(d("0.01"), d("0.045")));
+        assert!(!quotient_terminates(d("1"), d("0")));
+    }
+
+    #[test]
+    fn pricing_quantity_is_what_the_billed_cost_buys() {
+        let q = |b, p, rs| pricing_quantity(d(b), d(p), d(rs)).to_string();
+        assert_eq!(q("8.19", "0.016", "1843200"), "511.875");
+        assert_eq!(q("0.01", "0.016", "1200"), "0.625");
+        assert_eq!(q("86.40", "1.8", "172800"), "48");
+        assert_eq!(q("-0.54", "0.045", "-43200"), "-12");
+        // No finite decimal times 36 makes 1.60: twelve places.
+        assert_eq!(q("1.60", "36", "160"), "0.044444444444");
+        assert_eq!(q("0.01", "0.045", "1000"), "0.222222222222");
+        // A free resource rates what was used.
+        assert_eq!(q("0.00", "0", "5400"), "1.5");
+    }
 }

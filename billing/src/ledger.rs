@@ -30,11 +30,16 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// PostgreSQL's bind-parameter limits.
 const CHUNK: usize = 500;
 
+/// Key of the PostgreSQL advisory lock that serializes appends (ASCII `offpeak1`).
+const APPEND_LOCK: i64 = 0x6f66_6670_6561_6b31;
+
 /// The ledger.
 #[derive(Clone, Debug)]
 pub struct Ledger {
     pool: AnyPool,
     cycle: BillingCycle,
+    /// PostgreSQL: several replicas may append at once.
+    postgres: bool,
 }
 
 fn corrupt(what: &'static str, err: impl std::fmt::Display) -> BillingError {
@@ -101,7 +106,11 @@ impl Ledger {
                 requested: cycle.name().to_string(),
             });
         }
-        Ok(Ledger { pool, cycle })
+        Ok(Ledger {
+            pool,
+            cycle,
+            postgres: url.starts_with("postgres:") || url.starts_with("postgresql:"),
+        })
     }
 
     /// Opens (creating if needed) an SQLite ledger file.
@@ -124,6 +133,17 @@ impl Ledger {
     /// whole batch and leaves the ledger as it was.
     pub async fn append(&self, batch: &[Fact]) -> Result<AppendOutcome> {
         let mut tx = self.pool.begin().await?;
+        if self.postgres {
+            // A batch is validated against what the ledger holds, then written: two
+            // writers doing that at once would each miss the other's facts (and the
+            // database, not the rules, would refuse one of two identical batches with
+            // a unique violation on a second index). One append at a time, then; the
+            // lock goes with the transaction.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(APPEND_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
 
         // What the ledger already knows that the batch could clash with.
         let mut known = FactSet::new();
@@ -213,8 +233,9 @@ impl Ledger {
             let stored = query.fetch_all(&mut *tx).await?;
             inserted += stored.len();
             if stored.len() < chunk.len() {
-                // Another writer recorded some of these keys since we looked: fine if
-                // it recorded the same facts.
+                // Another writer recorded some of these keys since we looked (one that
+                // does not take the append lock: an older replica during an upgrade):
+                // fine if it recorded the same facts.
                 let stored: std::collections::HashSet<String> = stored
                     .iter()
                     .map(|r| r.try_get::<String, _>("fact_key"))
@@ -293,6 +314,21 @@ impl Ledger {
             .await
     }
 
+    /// The bill of `tenant` for `period` as it stands, without storing anything: the
+    /// stored bill if it is finalized, else the open bill computed from the facts up
+    /// to `as_of` (with corrections of the finalized periods before it).
+    pub async fn current_bill(
+        &self,
+        tenant: &str,
+        period: &Period,
+        as_of: DateTime<Utc>,
+    ) -> Result<Bill> {
+        let mut conn = self.pool.acquire().await?;
+        match current(&mut conn, tenant, period, as_of).await? {
+            Current::Finalized(bill) | Current::Open(bill) => Ok(bill),
+        }
+    }
+
     async fn compute_and_store(
         &self,
         tenant: &str,
@@ -302,26 +338,10 @@ impl Ledger {
     ) -> Result<Bill> {
         let label = period.label();
         let mut tx = self.pool.begin().await?;
-        if let Some(existing) = load_bill(&mut tx, tenant, &label).await?
-            && existing.state == BillState::Finalized
-        {
-            return Ok(existing);
-        }
-        let facts = load_tenant_facts(&mut tx, tenant).await?;
-        let mut finalized = Vec::new();
-        let rows =
-            sqlx::query("SELECT period FROM bills WHERE tenant = $1 AND state = 'finalized'")
-                .bind(tenant)
-                .fetch_all(&mut *tx)
-                .await?;
-        for row in rows {
-            let p: String = row.try_get("period")?;
-            if let Some(b) = load_bill(&mut tx, tenant, &p).await? {
-                finalized.push(b);
-            }
-        }
-        let model = Model::compile(&facts)?;
-        let mut bill = model.bill(tenant, *period, as_of, &finalized)?;
+        let mut bill = match current(&mut tx, tenant, period, as_of).await? {
+            Current::Finalized(bill) => return Ok(bill),
+            Current::Open(bill) => bill,
+        };
         bill.state = state;
 
         let header = Bill {
@@ -392,6 +412,45 @@ impl Ledger {
         tx.commit().await?;
         Ok(bill)
     }
+}
+
+/// A bill as the ledger has it now.
+enum Current {
+    /// Stored and frozen.
+    Finalized(Bill),
+    /// Computed from the facts, not stored by this.
+    Open(Bill),
+}
+
+/// The stored bill when it is finalized, else the open bill computed from the facts
+/// up to `as_of`, with corrections of the finalized periods before it.
+async fn current(
+    conn: &mut sqlx::AnyConnection,
+    tenant: &str,
+    period: &Period,
+    as_of: DateTime<Utc>,
+) -> Result<Current> {
+    if let Some(existing) = load_bill(&mut *conn, tenant, &period.label()).await?
+        && existing.state == BillState::Finalized
+    {
+        return Ok(Current::Finalized(existing));
+    }
+    let facts = load_tenant_facts(&mut *conn, tenant).await?;
+    let mut finalized = Vec::new();
+    let rows = sqlx::query("SELECT period FROM bills WHERE tenant = $1 AND state = 'finalized'")
+        .bind(tenant)
+        .fetch_all(&mut *conn)
+        .await?;
+    for row in rows {
+        let p: String = row.try_get("period")?;
+        if let Some(b) = load_bill(&mut *conn, tenant, &p).await? {
+            finalized.push(b);
+        }
+    }
+    let model = Model::compile(&facts)?;
+    Ok(Current::Open(
+        model.bill(tenant, *period, as_of, &finalized)?,
+    ))
 }
 
 async fn load_tenant_facts(conn: &mut sqlx::AnyConnection, tenant: &str) -> Result<FactSet> {

@@ -40,8 +40,10 @@
 //!    capacity held at the reclaim; `noticeSecondsFree` credits the charges of the
 //!    seconds from the (first) notice to the reclaim.
 //! 8. **Rounding only at line totals**, half away from zero, to the card's `precision`
-//!    or else the currency's minor unit (2 for USD, 0 for JPY, 3 for KWD). A bill's
-//!    total is the exact sum of its lines. All lines of a bill share one currency.
+//!    or else the currency's minor unit (2 for USD, 0 for JPY, 3 for KWD), and every
+//!    amount keeps exactly that many places wherever it is shown or stored (`36.00`,
+//!    never `36`). A bill's total is the exact sum of its lines (`0.00` when it has
+//!    none). All lines of a bill share one currency.
 //! 9. **Finality.** An open bill is recomputed whenever asked. A finalized bill never
 //!    changes. When facts change what a finalized period should have billed, the next
 //!    open bill (the first non-finalized period after it) carries `correction` lines:

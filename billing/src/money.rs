@@ -140,17 +140,16 @@ impl fmt::Display for Money {
 }
 
 /// Rounds a line total to `dp` decimal places, half away from zero (the rule printed
-/// on most invoices), and normalises a negative zero so that `-0.00` never shows.
+/// on most invoices), and gives the result exactly `dp` places, so that 36 prints as
+/// `36.00` beside `5.25` wherever it is shown or stored. A negative zero never shows.
 pub fn round_line(amount: Decimal, dp: u32) -> Decimal {
-    let rounded = amount.round_dp_with_strategy(dp, RoundingStrategy::MidpointAwayFromZero);
+    let mut rounded = amount.round_dp_with_strategy(dp, RoundingStrategy::MidpointAwayFromZero);
     if rounded.is_zero() {
-        // Keep the scale so that a zero line still prints as 0.00.
-        let mut zero = Decimal::ZERO;
-        zero.rescale(dp);
-        zero
-    } else {
-        rounded
+        rounded = Decimal::ZERO;
     }
+    // `round_dp` only ever lowers the scale; raising it is exact (trailing zeros).
+    rounded.rescale(dp);
+    rounded
 }
 
 #[cfg(test)]
@@ -179,5 +178,12 @@ mod tests {
         assert_eq!(round_line(d("1.0049999"), 2).to_string(), "1.00");
         assert_eq!(round_line(d("-0.001"), 2).to_string(), "0.00");
         assert_eq!(round_line(d("2.5"), 0).to_string(), "3");
+        // Every result has exactly `dp` places, however few the amount had.
+        assert_eq!(round_line(d("36"), 2).to_string(), "36.00");
+        assert_eq!(round_line(d("86.4"), 2).to_string(), "86.40");
+        assert_eq!(round_line(d("-3.1"), 3).to_string(), "-3.100");
+        assert_eq!(round_line(d("0"), 2).to_string(), "0.00");
+        assert_eq!(round_line(d("-0.0001"), 3).to_string(), "0.000");
+        assert_eq!(round_line(d("216.0000"), 2).to_string(), "216.00");
     }
 }

@@ -363,6 +363,12 @@ impl RateBook {
         &self.ids[index]
     }
 
+    /// Decimal places of the line totals of card `name@version`, if the book has it.
+    pub(crate) fn precision_of(&self, card_id: &str) -> Option<u32> {
+        let index = self.ids.iter().position(|id| id == card_id)?;
+        Some(self.cards[index].line_precision())
+    }
+
     /// Builds (once) the timeline of `pool`.
     pub(crate) fn prepare_pool(&mut self, pool: &str) -> Result<()> {
         if self.timelines.contains_key(pool) {

@@ -148,7 +148,10 @@ fn minimum_charge_tops_up_a_lease_in_the_period_it_ends() {
         ]
     );
     let oct = bill(facts, "acme", "2026-10");
-    assert!(oct.lines.iter().all(|l| l.kind == LineKind::Usage));
+    assert_eq!(
+        amounts(&oct),
+        vec![(LineKind::Usage, Some(Resource::Cpu), 3600, "0.20".into())]
+    );
     assert_eq!(oct.total.amount, d("0.20"));
     assert_total_is_sum(&nov);
 }
@@ -222,6 +225,17 @@ fn reserved_prices_ignore_utilisation() {
 }
 
 fn reclaimed_reserved(rule: SlaCreditRule, reason: EndReason) -> Bill {
+    reserved_ending_at(rule, reason, "2026-11-10T05:58:00Z", "2026-11-10T06:00:00Z")
+}
+
+/// Reserved lease `db`, 8 cores and 32 GiB from 00:00, planned to end at 10:00, given
+/// notice at `notice_at` and ended at `end_at` for `reason`.
+fn reserved_ending_at(
+    rule: SlaCreditRule,
+    reason: EndReason,
+    notice_at: &str,
+    end_at: &str,
+) -> Bill {
     let mut c = card("1", "2026-01-01T00:00:00Z");
     c.sla_credit = Some(rule);
     let facts = vec![
@@ -234,8 +248,8 @@ fn reclaimed_reserved(rule: SlaCreditRule, reason: EndReason) -> Bill {
             Some("2026-11-10T10:00:00Z"),
         ),
         bind("db", "2026-11-10T00:00:00Z", "8", "32", "0"),
-        notice("db", "2026-11-10T05:58:00Z", "2026-11-10T06:00:00Z"),
-        end("db", "2026-11-10T06:00:00Z", reason),
+        notice("db", notice_at, end_at),
+        end("db", end_at, reason),
     ];
     bill(facts, "acme", "2026-11")
 }
@@ -279,21 +293,78 @@ fn sla_credit_notice_seconds_free() {
 
 #[test]
 fn no_sla_credit_unless_a_reserved_lease_is_reclaimed_early() {
-    let rule = SlaCreditRule::PercentOfRemainingTerm { percent: d("25") };
-    for reason in [
-        EndReason::Expired,
-        EndReason::Cancelled,
-        EndReason::PriceExceeded,
+    let usage_to_six = vec![
+        (
+            LineKind::Usage,
+            Some(Resource::Cpu),
+            21600,
+            "1.92".to_string(),
+        ),
+        (
+            LineKind::Usage,
+            Some(Resource::Memory),
+            21600,
+            "0.77".into(),
+        ),
+    ];
+    for rule in [
+        SlaCreditRule::PercentOfRemainingTerm { percent: d("25") },
+        SlaCreditRule::NoticeSecondsFree,
     ] {
-        let b = reclaimed_reserved(rule.clone(), reason);
-        assert!(
-            b.lines.iter().all(|l| l.kind == LineKind::Usage),
-            "{reason:?}"
+        // Ended early for any reason but a reclaim: the usage and nothing else.
+        for reason in [
+            EndReason::Expired,
+            EndReason::Cancelled,
+            EndReason::PriceExceeded,
+        ] {
+            let b = reclaimed_reserved(rule.clone(), reason);
+            assert_eq!(amounts(&b), usage_to_six, "{rule:?} {reason:?}");
+            assert_eq!(b.total.to_string(), "2.69 USD");
+        }
+        // Reclaimed at its planned end (10:00) or after it: nothing was cut short.
+        // 8 × 10 h × 0.04 = 3.20 and 32 × 10 × 0.004 = 1.28; to 11:00, 3.52 and 1.408.
+        let at_planned_end = reserved_ending_at(
+            rule.clone(),
+            EndReason::Reclaimed,
+            "2026-11-10T09:58:00Z",
+            "2026-11-10T10:00:00Z",
+        );
+        assert_eq!(
+            amounts(&at_planned_end),
+            vec![
+                (LineKind::Usage, Some(Resource::Cpu), 36000, "3.20".into()),
+                (
+                    LineKind::Usage,
+                    Some(Resource::Memory),
+                    36000,
+                    "1.28".into()
+                ),
+            ],
+            "{rule:?}"
+        );
+        let after_planned_end = reserved_ending_at(
+            rule.clone(),
+            EndReason::Reclaimed,
+            "2026-11-10T10:58:00Z",
+            "2026-11-10T11:00:00Z",
+        );
+        assert_eq!(
+            amounts(&after_planned_end),
+            vec![
+                (LineKind::Usage, Some(Resource::Cpu), 39600, "3.52".into()),
+                (
+                    LineKind::Usage,
+                    Some(Resource::Memory),
+                    39600,
+                    "1.41".into()
+                ),
+            ],
+            "{rule:?}"
         );
     }
-    // A spot lease reclaimed early earns nothing either.
+    // A spot lease reclaimed early earns nothing either: 8 cores × 6 h × 0.02 = 0.96.
     let mut c = card("1", "2026-01-01T00:00:00Z");
-    c.sla_credit = Some(rule);
+    c.sla_credit = Some(SlaCreditRule::PercentOfRemainingTerm { percent: d("25") });
     let facts = vec![
         card_fact(c),
         admit_planned(
@@ -306,11 +377,9 @@ fn no_sla_credit_unless_a_reserved_lease_is_reclaimed_early() {
         bind("s", "2026-11-10T00:00:00Z", "8", "0", "0"),
         end("s", "2026-11-10T06:00:00Z", EndReason::Reclaimed),
     ];
-    assert!(
-        bill(facts, "acme", "2026-11")
-            .lines
-            .iter()
-            .all(|l| l.kind == LineKind::Usage)
+    assert_eq!(
+        amounts(&bill(facts, "acme", "2026-11")),
+        vec![(LineKind::Usage, Some(Resource::Cpu), 21600, "0.96".into())]
     );
 }
 
@@ -330,7 +399,16 @@ fn rounding_happens_only_at_line_totals() {
         facts.push(end(lease, "2026-11-01T00:15:00Z", EndReason::Expired));
     }
     let b = bill(facts.clone(), "acme", "2026-11");
-    assert!(b.lines.iter().all(|l| l.amount.amount == d("0.01")));
+    let per_line = (
+        LineKind::Usage,
+        Some(Resource::Cpu),
+        900,
+        "0.01".to_string(),
+    );
+    assert_eq!(
+        amounts(&b),
+        vec![per_line.clone(), per_line.clone(), per_line]
+    );
     assert_eq!(b.total.amount, d("0.03"));
 
     // A stated precision of 4 places keeps 0.0050 per line.
@@ -543,4 +621,156 @@ fn one_bill_one_currency() {
         err.to_string().contains("rate cards in USD and EUR apply"),
         "{err}"
     );
+}
+
+#[test]
+fn every_amount_has_exactly_the_precision_of_its_card() {
+    // Whole-number prices make whole-number charges: they still print with cents.
+    let mut c = card("1", "2026-01-01T00:00:00Z");
+    c.prices.reserved.gpu = d("36");
+    c.prices.reserved.cpu = d("1.8");
+    let facts = vec![
+        card_fact(c),
+        admit("g", "acme", LeaseClass::Reserved, "2026-11-01T00:00:00Z"),
+        bind("g", "2026-11-01T00:00:00Z", "2", "0", "6"),
+        end("g", "2026-11-01T01:00:00Z", EndReason::Expired),
+    ];
+    let b = bill(facts.clone(), "acme", "2026-11");
+    assert_eq!(
+        amounts(&b),
+        vec![
+            (LineKind::Usage, Some(Resource::Cpu), 3600, "3.60".into()),
+            (LineKind::Usage, Some(Resource::Gpu), 3600, "216.00".into()),
+        ]
+    );
+    assert_eq!(b.total.to_string(), "219.60 USD");
+    // JSON (and so the ledger's stored bodies) carries the same strings.
+    let json = serde_json::to_value(&b).unwrap();
+    assert_eq!(json["lines"][1]["amount"]["amount"], "216.00");
+    assert_eq!(json["total"]["amount"], "219.60");
+
+    // A bill with no line still shows its zero at the card's precision.
+    let empty = bill(facts.clone(), "acme", "2026-12");
+    assert!(empty.lines.is_empty());
+    assert_eq!(empty.total.to_string(), "0.00 USD");
+
+    // A stated precision is kept the same way: 216.0000.
+    let mut four = card("1", "2026-01-01T00:00:00Z");
+    four.prices.reserved.gpu = d("36");
+    four.prices.reserved.cpu = d("1.8");
+    four.precision = Some(4);
+    let mut facts4 = facts;
+    facts4[0] = card_fact(four);
+    let b = bill(facts4, "acme", "2026-11");
+    let got: Vec<String> = b
+        .lines
+        .iter()
+        .map(|l| l.amount.amount.to_string())
+        .collect();
+    assert_eq!(got, ["3.6000", "216.0000"]);
+    assert_eq!(b.total.to_string(), "219.6000 USD");
+}
+
+#[test]
+fn seconds_before_the_first_binding_are_free_and_a_lease_that_never_held_capacity_pays_nothing() {
+    // The card takes effect at 01:00: seconds before any binding need no price.
+    let mut c = card("1", "2026-11-05T01:00:00Z");
+    c.minimum_charge_per_lease = Some(d("1.00"));
+    c.sla_credit = Some(SlaCreditRule::PercentOfRemainingTerm { percent: d("25") });
+    let facts = vec![
+        card_fact(c),
+        // Admitted at 00:00, bound from 02:00 to 03:00: 10 cores × 1 h × 0.02 = 0.20,
+        // topped up to the 1.00 minimum from its first bound second.
+        admit("late", "acme", LeaseClass::Spot, "2026-11-05T00:00:00Z"),
+        bind("late", "2026-11-05T02:00:00Z", "10", "0", "0"),
+        end("late", "2026-11-05T03:00:00Z", EndReason::Expired),
+        // Never bound: no usage, no minimum charge.
+        admit("never", "acme", LeaseClass::Spot, "2026-11-05T00:00:00Z"),
+        end("never", "2026-11-05T04:00:00Z", EndReason::Cancelled),
+        // Bound to nothing at all: the same.
+        admit("zero", "acme", LeaseClass::Spot, "2026-11-05T00:00:00Z"),
+        bind("zero", "2026-11-05T00:00:00Z", "0", "0", "0"),
+        end("zero", "2026-11-05T04:00:00Z", EndReason::Expired),
+        // Bound on the second it ends: held nothing for a single second.
+        admit("instant", "acme", LeaseClass::Spot, "2026-11-05T00:00:00Z"),
+        bind("instant", "2026-11-05T04:00:00Z", "64", "0", "0"),
+        end("instant", "2026-11-05T04:00:00Z", EndReason::Cancelled),
+        // Reserved, never bound, reclaimed before its planned end: no SLA credit for
+        // capacity it never had.
+        admit_planned(
+            "idle",
+            "acme",
+            LeaseClass::Reserved,
+            "2026-11-05T00:00:00Z",
+            Some("2026-11-06T00:00:00Z"),
+        ),
+        end("idle", "2026-11-05T05:00:00Z", EndReason::Reclaimed),
+    ];
+    let b = bill(facts, "acme", "2026-11");
+    type Line<'a> = (&'a str, LineKind, Option<Resource>, String, i64, String);
+    let got: Vec<Line> = b
+        .lines
+        .iter()
+        .map(|l| {
+            (
+                l.lease.as_str(),
+                l.kind,
+                l.resource,
+                l.start.format("%H:%M").to_string(),
+                l.seconds,
+                l.amount.amount.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "late",
+                LineKind::Usage,
+                Some(Resource::Cpu),
+                "02:00".into(),
+                3600,
+                "0.20".into()
+            ),
+            (
+                "late",
+                LineKind::MinimumCharge,
+                None,
+                "02:00".into(),
+                3600,
+                "0.80".into()
+            ),
+        ]
+    );
+    assert_eq!(b.total.to_string(), "1.00 USD");
+}
+
+#[test]
+fn minimum_charge_tops_up_the_rounded_lines_not_the_exact_charges() {
+    // 1 core × 720 s × 0.02 = 0.004 and 8 GiB × 720 s × 0.002 = 0.0032: two lines of
+    // 0.00. The tenant was billed 0.00, so the top-up is the whole 1.00 (not 0.99,
+    // which the exact 0.0072 would give).
+    let mut c = card("1", "2026-01-01T00:00:00Z");
+    c.minimum_charge_per_lease = Some(d("1.00"));
+    let facts = vec![
+        card_fact(c),
+        admit("tiny", "acme", LeaseClass::Spot, "2026-11-05T00:00:00Z"),
+        bind("tiny", "2026-11-05T00:00:00Z", "1", "8", "0"),
+        end("tiny", "2026-11-05T00:12:00Z", EndReason::Cancelled),
+    ];
+    let b = bill(facts, "acme", "2026-11");
+    assert_eq!(
+        amounts(&b),
+        vec![
+            (LineKind::Usage, Some(Resource::Cpu), 720, "0.00".into()),
+            (LineKind::Usage, Some(Resource::Memory), 720, "0.00".into()),
+            (LineKind::MinimumCharge, None, 720, "1.00".into()),
+        ]
+    );
+    assert_eq!(
+        b.lines[2].note,
+        "minimum charge 1.00 USD per lease; usage billed 0.00 USD (standard@1)"
+    );
+    assert_eq!(b.total.to_string(), "1.00 USD");
 }

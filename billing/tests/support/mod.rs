@@ -1,6 +1,7 @@
 //! Builders shared by the integration tests (and the bench, through `#[path]`).
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod oracle;
 pub mod postgres;
 pub mod scenarios;
 

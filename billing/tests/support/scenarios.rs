@@ -16,8 +16,10 @@ pub struct LeasePlan {
     pub tenant: usize,
     pub spot: bool,
     pub start: i64,
-    /// (gap after the previous bind in seconds, cpu halves, memory GiB, gpus)
+    /// (gap after the previous bind in seconds, cpu halves, memory GiB, gpus); a gap
+    /// of 0 binds twice on one second, which only the facts' keys order.
     pub binds: Vec<(i64, u32, u32, u32)>,
+    /// (seconds after the last bind, end reason); 0 ends on the second of that bind.
     pub end_after: Option<(i64, usize)>,
     pub planned_after: Option<i64>,
     pub notice_before_end: Option<i64>,
@@ -28,10 +30,32 @@ fn lease_plan() -> impl Strategy<Value = LeasePlan> {
         0..TENANTS.len(),
         any::<bool>(),
         0i64..40 * 86_400,
-        prop::collection::vec((1i64..200_000, 0u32..128, 0u32..256, 0u32..3), 1..4),
-        prop::option::of((1i64..500_000, 0usize..4)),
-        prop::option::of(1i64..400_000),
-        prop::option::of(1i64..600),
+        prop::collection::vec(
+            (
+                prop_oneof![1 => Just(0i64), 3 => 1i64..200_000],
+                // Small binds (short leases of them stay under a minimum charge) and
+                // large ones.
+                prop_oneof![
+                    (0u32..8, 0u32..16, Just(0u32)),
+                    (0u32..128, 0u32..256, 0u32..3),
+                ],
+            )
+                .prop_map(|(gap, (cpu_halves, memory, gpu))| (gap, cpu_halves, memory, gpu)),
+            1..4,
+        ),
+        prop::option::weighted(
+            0.8,
+            (
+                // Some leases end on the second of their last bind, some within the
+                // hour (under a minimum charge), most after days.
+                prop_oneof![1 => Just(0i64), 2 => 1i64..3_600, 4 => 3_600i64..500_000],
+                // Reclaimed (2) more often than the rest: SLA credits need it.
+                prop_oneof![1 => Just(0usize), 1 => Just(1), 2 => Just(2), 1 => Just(3)],
+            ),
+        ),
+        // A planned end usually after the actual end, so that a reclaim is early.
+        prop::option::weighted(0.8, 1i64..1_000_000),
+        prop::option::weighted(0.8, 1i64..600),
     )
         .prop_map(
             |(tenant, spot, start, binds, end_after, planned_after, notice_before_end)| LeasePlan {
@@ -66,13 +90,16 @@ pub fn lease_facts(id: usize, plan: &LeasePlan) -> Vec<Fact> {
         if i > 0 {
             at += Duration::seconds(gap);
         }
-        bind_facts.push(bind_at(
+        let mut bound = bind_at(
             &lease,
             at,
             Decimal::new(i64::from(cpu_halves) * 5, 1),
             Decimal::from(memory),
             Decimal::from(gpu),
-        ));
+        );
+        // Two binds on one second need two keys.
+        bound.key = format!("{}/{i}", bound.key);
+        bind_facts.push(bound);
     }
     let end = plan.end_after.map(|(after, reason)| {
         (
@@ -112,7 +139,8 @@ pub fn lease_facts(id: usize, plan: &LeasePlan) -> Vec<Fact> {
 #[derive(Clone, Debug)]
 pub struct Scenario {
     pub leases: Vec<LeasePlan>,
-    pub utilisation: Vec<(i64, u32)>,
+    /// (second, percent, a second percent reported on the same second)
+    pub utilisation: Vec<(i64, u32, Option<u32>)>,
     pub second_card_at: Option<i64>,
     pub minimum: bool,
     pub sla: Option<bool>,
@@ -121,10 +149,17 @@ pub struct Scenario {
 pub fn scenario() -> impl Strategy<Value = Scenario> {
     (
         prop::collection::vec(lease_plan(), 1..6),
-        prop::collection::vec((0i64..60 * 86_400, 0u32..=100), 0..8),
+        prop::collection::vec(
+            (
+                0i64..60 * 86_400,
+                0u32..=100,
+                prop::option::weighted(0.3, 0u32..=100),
+            ),
+            0..8,
+        ),
         prop::option::of(0i64..50 * 86_400),
         any::<bool>(),
-        prop::option::of(any::<bool>()),
+        prop::option::weighted(0.8, any::<bool>()),
     )
         .prop_map(
             |(leases, utilisation, second_card_at, minimum, sla)| Scenario {
@@ -165,12 +200,14 @@ impl Scenario {
             v2.sla_credit = sla;
             facts.push(card_fact(v2));
         }
-        for (at, percent) in &self.utilisation {
-            facts.push(util_at(
-                "general",
-                origin() + Duration::seconds(*at),
-                Decimal::new(i64::from(*percent), 2),
-            ));
+        for (at, percent, same_second) in &self.utilisation {
+            for percent in std::iter::once(percent).chain(same_second) {
+                facts.push(util_at(
+                    "general",
+                    origin() + Duration::seconds(*at),
+                    Decimal::new(i64::from(*percent), 2),
+                ));
+            }
         }
         for (i, plan) in self.leases.iter().enumerate() {
             facts.extend(lease_facts(i, plan));
