@@ -121,10 +121,12 @@ async fn a_lease_is_admitted_bound_confined_and_returned_with_quota_following() 
             .expect("RFC 3339")
     };
     let seconds = (instant(&refreshed.cost_as_of) - instant(&refreshed.admitted_at)).num_seconds();
-    let cost = rust_decimal::Decimal::from(seconds * 32 * 4) / rust_decimal::Decimal::from(360_000);
+    let cost = (rust_decimal::Decimal::from(seconds * 32 * 4)
+        / rust_decimal::Decimal::from(360_000))
+    .round_dp_with_strategy(4, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
     assert_eq!(
         refreshed.cost_summary.as_deref(),
-        Some(format!("{} USD", cost.round_dp(4)).as_str()),
+        Some(format!("{cost:.4} USD").as_str()),
         "after {seconds}s"
     );
 

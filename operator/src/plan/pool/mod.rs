@@ -831,7 +831,9 @@ impl<'a> Pass<'a> {
         }
         let mut next = status::admitted(lease, nodes, &capacity, request.term, self.now);
         if let Some(card) = &self.view.rate_card {
-            status::set_cost(&mut next, Decimal::ZERO, card.currency.code(), self.now);
+            let nothing_yet =
+                offpeak_billing::money::round_line(Decimal::ZERO, card.line_precision());
+            status::set_cost(&mut next, nothing_yet, card.currency.code(), self.now);
         }
         self.push(lease, Write::Bind(patches));
         self.push(lease, Write::Status(Box::new(next)));

@@ -225,7 +225,7 @@ fn an_admitted_lease_is_bound_then_recorded_active_in_one_patch_per_node() {
     assert_eq!(status.bindings.len(), 1);
     assert_eq!(status.bindings[0].cpu.0, "32");
     assert_eq!(status.bindings[0].memory.0, "128Gi");
-    assert_eq!(status.cost_summary.as_deref(), Some("0 USD"));
+    assert_eq!(status.cost_summary.as_deref(), Some("0.0000 USD"));
     assert_eq!(
         writes[3],
         Write::Event(Note::normal(
