@@ -15,8 +15,7 @@
 //! `target/pool_scale.csv`).
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,9 +26,9 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use offpeak_api::{CapacityLease, LeasePhase};
 use offpeak_testenv::{ControlPlane, Options};
+use offpeak_tests::operator::{OPERATOR_USER, OperatorProcess};
 use serde_json::json;
 
-const OPERATOR_USER: &str = "offpeak-operator";
 const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived"]
@@ -103,10 +102,6 @@ fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> anyhow
     Ok(serde_json::from_value(value)?)
 }
 
-fn free_addr() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?)
-}
-
 /// Creates `count` kwok nodes of 16 cores at `concurrency`, then waits until all are Ready.
 async fn nodes(client: &Client, count: usize, concurrency: usize) -> anyhow::Result<()> {
     let api: Api<Node> = Api::all(client.clone());
@@ -149,110 +144,6 @@ async fn nodes(client: &Client, count: usize, concurrency: usize) -> anyhow::Res
             anyhow::bail!("only {ready} of {count} nodes became Ready");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// The operator as a process of its own, as the chart runs it.
-struct Operator {
-    child: std::process::Child,
-    metrics: SocketAddr,
-}
-
-impl Operator {
-    fn start(plane: &ControlPlane, dir: &Path) -> anyhow::Result<Operator> {
-        let kubeconfig = plane.user_kubeconfig(OPERATOR_USER, &["system:masters"])?;
-        let webhook = free_addr()?;
-        let metrics = free_addr()?;
-        let cert = plane.serving_certificate(&["localhost"], &[webhook.ip()])?;
-        let certs = dir.join("webhook");
-        std::fs::create_dir_all(&certs)?;
-        std::fs::write(certs.join("tls.crt"), cert.cert_pem)?;
-        std::fs::write(certs.join("tls.key"), cert.key_pem)?;
-        std::fs::write(certs.join("ca.crt"), plane.ca_pem())?;
-        let log = std::fs::File::create(dir.join("operator.log"))?;
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_offpeak"))
-            .args(["--log-json", "run"])
-            .arg(format!("--metrics-addr={metrics}"))
-            .arg(format!("--webhook-addr={webhook}"))
-            .arg(format!("--webhook-url=https://{webhook}"))
-            .arg(format!("--webhook-cert-dir={}", certs.display()))
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "warn")
-            .stderr(log)
-            .spawn()?;
-        Ok(Operator { child, metrics })
-    }
-
-    async fn scrape(&self) -> anyhow::Result<String> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(self.metrics).await?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: offpeak\r\n\r\n")
-            .await?;
-        let mut body = String::new();
-        stream.read_to_string(&mut body).await?;
-        Ok(body)
-    }
-
-    async fn ready(&self) -> anyhow::Result<()> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(60) {
-            if let Ok(mut stream) = tokio::net::TcpStream::connect(self.metrics).await {
-                stream
-                    .write_all(b"GET /readyz HTTP/1.0\r\nHost: offpeak\r\n\r\n")
-                    .await?;
-                let mut body = String::new();
-                stream.read_to_string(&mut body).await?;
-                if body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200") {
-                    return Ok(());
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        anyhow::bail!("the operator did not become ready")
-    }
-
-    /// CPU seconds so far and RSS now and at its peak, in MiB.
-    fn usage(&self) -> anyhow::Result<(f64, f64, f64)> {
-        let pid = self.child.id();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r)
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect();
-        // utime and stime are fields 14 and 15 of stat; here after the command name.
-        let ticks: f64 = fields
-            .get(11)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            + fields
-                .get(12)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0);
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let kib = |key: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        Ok((
-            ticks / 100.0,
-            kib("VmRSS:") / 1024.0,
-            kib("VmHWM:") / 1024.0,
-        ))
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -321,7 +212,7 @@ async fn run_size(n: usize, args: &Args) -> anyhow::Result<Row> {
     plane.install_crds(&offpeak_api::crds()).await?;
     let admin = plane.client().await?;
     nodes(&admin, n, concurrency).await?;
-    let operator = Operator::start(&plane, plane.dir())?;
+    let operator = OperatorProcess::start(&plane, env!("CARGO_BIN_EXE_offpeak").as_ref(), plane.dir(), &[])?;
     operator.ready().await?;
     eprintln!("pool_scale: N={n}: operator ready; booking the pool, rate card and tenant");
     let create = PostParams::default();

@@ -12,6 +12,9 @@ pub const TENANT: &str = "offpeak.dev/tenant";
 pub const LEASE: &str = "offpeak.dev/lease";
 /// On a lent node: `<namespace>/<name>` of the lease it serves, for people.
 pub const LEASE_NAME: &str = "offpeak.dev/lease-name";
+/// The NoSchedule taint on the nodes of a lease under notice: Offpeak's own cordon, told
+/// apart from anyone else's `unschedulable`.
+pub const RECLAIMING: &str = "offpeak.dev/reclaiming";
 /// On a node: when it was first seen idle (RFC 3339), so idle-after survives restarts.
 pub const IDLE_SINCE: &str = "offpeak.dev/idle-since";
 

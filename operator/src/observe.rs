@@ -104,7 +104,65 @@ pub fn pod_facts(pod: &Pod) -> PodFacts {
         node_level: owned_by_daemonset || mirror,
         tenant: false,
         deleting: pod.metadata.deletion_timestamp.is_some(),
+        gone_by: pod.metadata.deletion_timestamp.as_ref().and_then(|t| {
+            DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0) as u32)
+        }),
+        has_finalizers: pod
+            .metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| !f.is_empty()),
+        grace_seconds: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds),
+        disruption_target: pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c.type_ == "DisruptionTarget"
+                        && c.status == "True"
+                        && c.reason.as_deref() == Some(OFFPEAK_DISRUPTION)
+                })
+            }),
     }
+}
+
+/// The reason of the DisruptionTarget condition Offpeak puts on a tenant's pods during
+/// notice.
+pub const OFFPEAK_DISRUPTION: &str = "OffpeakReclaim";
+
+/// An internal pod the scheduler could not place, since when, and what it requests; `None`
+/// for every other pod.
+pub fn unschedulable(pod: &Pod) -> Option<(DateTime<Utc>, Resources)> {
+    if pod.spec.as_ref()?.node_name.is_some() || pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let condition = pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| {
+        c.type_ == "PodScheduled"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("Unschedulable")
+    })?;
+    let since = condition
+        .last_transition_time
+        .as_ref()
+        .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0))?;
+    let mut requests = Resources::ZERO;
+    for container in &pod.spec.as_ref()?.containers {
+        let get = |key: &str| {
+            container
+                .resources
+                .as_ref()
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get(key))
+                .map(|q| q.0.as_str())
+        };
+        requests +=
+            Resources::parse(get("cpu"), get("memory"), get("nvidia.com/gpu")).unwrap_or_default();
+    }
+    Some((since, requests))
 }
 
 pub fn keep(share: &Share) -> Result<Keep, String> {

@@ -37,6 +37,18 @@ pub async fn pool_with_nodes(
     name: &str,
     count: usize,
 ) -> anyhow::Result<Vec<String>> {
+    pool_with(plane, name, count, json!({}), json!({})).await
+}
+
+/// The same, with more of the pool's spec (`pool_spec`, such as a notice period) and of the
+/// rate card's (`card_spec`, such as a spot price rule).
+pub async fn pool_with(
+    plane: &ControlPlane,
+    name: &str,
+    count: usize,
+    pool_spec: serde_json::Value,
+    card_spec: serde_json::Value,
+) -> anyhow::Result<Vec<String>> {
     let nodes = plane
         .create_nodes(&NodeSpec {
             name_prefix: name.into(),
@@ -46,28 +58,38 @@ pub async fn pool_with_nodes(
         })
         .await?;
     let client = plane.client().await?;
+    let mut spec = json!({"nodeSelector": {"offpeak.dev/test-pool": name}, "idleAfter": "0s"});
+    merge(&mut spec, pool_spec);
     let pool: CapacityPool = from_json(json!({
         "apiVersion": "offpeak.dev/v1alpha1", "kind": "CapacityPool",
         "metadata": {"name": name},
-        "spec": {"nodeSelector": {"offpeak.dev/test-pool": name}, "idleAfter": "0s"},
+        "spec": spec,
     }));
     Api::<CapacityPool>::all(client.clone())
         .create(&PostParams::default(), &pool)
         .await?;
+    let mut card_body = json!({
+        "currency": "USD", "precision": 4,
+        "prices": {"spot": {"cpu": "0.04", "memory": "0"}, "reserved": {"cpu": "0.06", "memory": "0"}},
+        "effectiveFrom": "2026-01-01T00:00:00Z",
+        "pools": [name],
+    });
+    merge(&mut card_body, card_spec);
     let card: RateCard = from_json(json!({
         "apiVersion": "offpeak.dev/v1alpha1", "kind": "RateCard",
         "metadata": {"name": name},
-        "spec": {
-            "currency": "USD", "precision": 4,
-            "prices": {"spot": {"cpu": "0.04", "memory": "0"}, "reserved": {"cpu": "0.06", "memory": "0"}},
-            "effectiveFrom": "2026-01-01T00:00:00Z",
-            "pools": [name],
-        },
+        "spec": card_body,
     }));
     Api::<RateCard>::all(client)
         .create(&PostParams::default(), &card)
         .await?;
     Ok(nodes)
+}
+
+fn merge(into: &mut serde_json::Value, more: serde_json::Value) {
+    if let (Some(into), serde_json::Value::Object(more)) = (into.as_object_mut(), more) {
+        into.extend(more);
+    }
 }
 
 /// A tenant owning namespace `name`, used by user `<name>-user`; waits until the operator
@@ -119,21 +141,12 @@ where
 }
 
 /// Polls `check` until it gives a value, for at most [`WAIT`], and returns it.
-pub async fn eventually_value<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
+pub async fn eventually_value<T, F, Fut>(what: &str, check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
 {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await? {
-            return Ok(value);
-        }
-        if std::time::Instant::now() > deadline {
-            anyhow::bail!("{what} did not happen within {WAIT:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::eventually_value_within(what, WAIT, check).await
 }
 
 /// Waits until the lease reaches `phase` and returns it.
@@ -181,4 +194,21 @@ pub async fn quota_cpu(client: &Client, namespace: &str) -> anyhow::Result<Optio
         .get_opt("offpeak-leases")
         .await?;
     Ok(quota.and_then(|q| q.spec?.hard?.get("requests.cpu").map(|q| q.0.clone())))
+}
+
+/// The Events about `object` in `namespace`, as (reason, message).
+pub async fn events_of(
+    client: &Client,
+    namespace: &str,
+    object: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), namespace);
+    Ok(events
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(object))
+        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect())
 }

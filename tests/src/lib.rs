@@ -2,6 +2,7 @@
 //! `tests/benches/`: workloads to run and ways to wait for them.
 
 pub mod fixtures;
+pub mod operator;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -73,6 +74,31 @@ where
                 return Err(e.context(format!("waiting for {what}")));
             }
             _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Polls `check` until it gives a value, for at most `timeout`, and returns it.
+pub async fn eventually_value_within<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e.context(format!("waiting for {what}")));
+            }
+            _ if Instant::now() > deadline => {
+                anyhow::bail!("{what} did not happen within {timeout:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
 }

@@ -377,7 +377,9 @@ async fn kubectl_get_offpeak_lists_every_kind_with_its_columns() -> TestResult {
         .collect();
     assert_eq!(
         header,
-        ["NAME", "CLASS", "PHASE", "NODES", "ENDS", "COST", "AGE"]
+        [
+            "NAME", "CLASS", "PHASE", "NODES", "ENDS", "DEADLINE", "COST", "AGE"
+        ]
     );
     let row = table.lines().nth(1).unwrap_or_default();
     for cell in [

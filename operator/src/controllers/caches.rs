@@ -115,12 +115,30 @@ pub struct PodIndex {
 type PodKey = (String, String);
 type PodsByNode = HashMap<String, BTreeMap<PodKey, PodFacts>>;
 
+/// A pod the scheduler could not place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unscheduled {
+    pub namespace: String,
+    pub name: String,
+    pub since: chrono::DateTime<chrono::Utc>,
+    pub requests: crate::plan::resources::Resources,
+    pub node_selector: BTreeMap<String, String>,
+}
+
+/// The pods by node, their nodes, and those waiting: the index as a relist rebuilds it.
+type Relist = (
+    PodsByNode,
+    HashMap<PodKey, String>,
+    BTreeMap<PodKey, Unscheduled>,
+);
+
 #[derive(Default)]
 struct PodIndexInner {
     by_node: PodsByNode,
     node_of: HashMap<PodKey, String>,
+    unscheduled: BTreeMap<PodKey, Unscheduled>,
     /// A relist in progress: the new index, swapped in when the list is complete.
-    relist: Option<(PodsByNode, HashMap<PodKey, String>)>,
+    relist: Option<Relist>,
 }
 
 impl PodIndex {
@@ -136,6 +154,14 @@ impl PodIndex {
         }
     }
 
+    /// Pods the scheduler could not place.
+    pub fn unscheduled(&self) -> Vec<Unscheduled> {
+        match self.inner.read() {
+            Ok(index) => index.unscheduled.values().cloned().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     async fn synced(&self) -> bool {
         if !self.is_synced.load(std::sync::atomic::Ordering::Acquire) {
             self.synced.notified().await;
@@ -144,41 +170,64 @@ impl PodIndex {
     }
 
     /// Applies a watch event; returns the nodes whose pods changed in a way the pool pass
-    /// reads.
-    fn apply(&self, event: &Event<Pod>) -> BTreeSet<String> {
+    /// reads, and whether the pods waiting for a node changed.
+    fn apply(&self, event: &Event<Pod>) -> (BTreeSet<String>, bool) {
         let Ok(mut index) = self.inner.write() else {
-            return BTreeSet::new();
+            return (BTreeSet::new(), false);
         };
         let mut touched = BTreeSet::new();
+        let mut waiting_changed = false;
         match event {
-            Event::Apply(pod) => index.put(pod, &mut touched),
-            Event::Delete(pod) => index.remove(&key(pod), &mut touched),
+            Event::Apply(pod) => {
+                index.put(pod, &mut touched);
+                waiting_changed = index.wait(pod);
+            }
+            Event::Delete(pod) => {
+                index.remove(&key(pod), &mut touched);
+                waiting_changed = index.unscheduled.remove(&key(pod)).is_some();
+            }
             Event::Init => index.relist = Some(Default::default()),
             Event::InitApply(pod) => {
-                if let Some((by_node, node_of)) = index.relist.as_mut()
-                    && let Some((node, facts)) = bound_facts(pod)
-                {
-                    node_of.insert(key(pod), node.clone());
-                    by_node.entry(node).or_default().insert(key(pod), facts);
+                if let Some((by_node, node_of, unscheduled)) = index.relist.as_mut() {
+                    if let Some((node, facts)) = bound_facts(pod) {
+                        node_of.insert(key(pod), node.clone());
+                        by_node.entry(node).or_default().insert(key(pod), facts);
+                    }
+                    if let Some(waiting) = unscheduled_facts(pod) {
+                        unscheduled.insert(key(pod), waiting);
+                    }
                 }
             }
             Event::InitDone => {
-                if let Some((by_node, node_of)) = index.relist.take() {
+                if let Some((by_node, node_of, unscheduled)) = index.relist.take() {
                     touched.extend(index.by_node.keys().cloned());
                     touched.extend(by_node.keys().cloned());
                     index.by_node = by_node;
                     index.node_of = node_of;
+                    index.unscheduled = unscheduled;
+                    waiting_changed = true;
                 }
                 self.is_synced
                     .store(true, std::sync::atomic::Ordering::Release);
                 self.synced.notify_waiters();
             }
         }
-        touched
+        (touched, waiting_changed)
     }
 }
 
 impl PodIndexInner {
+    /// Keeps the pod among those waiting for a node, or not; whether that changed.
+    fn wait(&mut self, pod: &Pod) -> bool {
+        let key = key(pod);
+        match unscheduled_facts(pod) {
+            Some(waiting) => {
+                self.unscheduled.insert(key, waiting.clone()).as_ref() != Some(&waiting)
+            }
+            None => self.unscheduled.remove(&key).is_some(),
+        }
+    }
+
     fn put(&mut self, pod: &Pod, touched: &mut BTreeSet<String>) {
         let key = key(pod);
         match bound_facts(pod) {
@@ -210,6 +259,21 @@ impl PodIndexInner {
             touched.insert(node);
         }
     }
+}
+
+fn unscheduled_facts(pod: &Pod) -> Option<Unscheduled> {
+    let (since, requests) = observe::unschedulable(pod)?;
+    Some(Unscheduled {
+        namespace: pod.namespace().unwrap_or_default(),
+        name: pod.name_any(),
+        since,
+        requests,
+        node_selector: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_selector.clone())
+            .unwrap_or_default(),
+    })
 }
 
 fn key(pod: &Pod) -> (String, String) {
@@ -350,12 +414,16 @@ pub fn start(
                 .for_each(|event| {
                     match event {
                         Ok(event) => {
-                            for node in index.apply(&event) {
+                            let (nodes, waiting_changed) = index.apply(&event);
+                            for node in nodes {
                                 let labels = stores
                                     .nodes
                                     .get(&ObjectRef::new(&node))
                                     .and_then(|n| n.metadata.labels.clone());
                                 triggers.pools(stores.pools_selecting(labels.as_ref()));
+                            }
+                            if waiting_changed {
+                                triggers.pools(stores.all_pools());
                             }
                         }
                         Err(e) => tracing::warn!(error = %e, kind = "Pod", "watch error; retrying"),
@@ -719,10 +787,13 @@ mod tests {
         assert!(
             index
                 .apply(&Event::Apply(pod("web-1", None, "Pending")))
+                .0
                 .is_empty()
         );
         assert_eq!(
-            index.apply(&Event::Apply(pod("web-1", Some("n0"), "Pending"))),
+            index
+                .apply(&Event::Apply(pod("web-1", Some("n0"), "Pending")))
+                .0,
             BTreeSet::from(["n0".to_string()])
         );
         assert_eq!(index.on_node("n0").len(), 1);
@@ -730,10 +801,13 @@ mod tests {
         assert!(
             index
                 .apply(&Event::Apply(pod("web-1", Some("n0"), "Running")))
+                .0
                 .is_empty()
         );
         assert_eq!(
-            index.apply(&Event::Apply(pod("web-1", Some("n0"), "Succeeded"))),
+            index
+                .apply(&Event::Apply(pod("web-1", Some("n0"), "Succeeded")))
+                .0,
             BTreeSet::from(["n0".to_string()])
         );
         assert!(index.on_node("n0").is_empty());
@@ -742,7 +816,7 @@ mod tests {
         index.apply(&Event::Init);
         index.apply(&Event::InitApply(pod("web-3", Some("n2"), "Running")));
         assert_eq!(index.on_node("n1").len(), 1);
-        let touched = index.apply(&Event::InitDone);
+        let (touched, _) = index.apply(&Event::InitDone);
         assert!(touched.contains("n1") && touched.contains("n2"));
         assert!(index.on_node("n1").is_empty());
         assert_eq!(index.on_node("n2")[0].name, "web-3");

@@ -7,7 +7,7 @@
 use k8s_openapi::api::core::v1::{Node, Taint};
 use serde_json::{Value, json};
 
-use crate::names::{IDLE_SINCE, LEASE, LEASE_NAME, TENANT};
+use crate::names::{IDLE_SINCE, LEASE, LEASE_NAME, RECLAIMING, TENANT};
 use crate::plan::pool::NodeMarks;
 
 /// The taint that keeps everyone but the tenant off a lent node.
@@ -20,13 +20,23 @@ pub fn tenant_taint(tenant: &str) -> Taint {
     }
 }
 
+/// The taint that keeps new tenant pods off a node during its lease's notice.
+pub fn reclaiming_taint() -> Taint {
+    Taint {
+        key: RECLAIMING.to_string(),
+        value: None,
+        effect: "NoSchedule".to_string(),
+        time_added: None,
+    }
+}
+
 fn other_taints(node: &Node) -> Vec<Taint> {
     node.spec
         .as_ref()
         .and_then(|s| s.taints.clone())
         .unwrap_or_default()
         .into_iter()
-        .filter(|t| t.key != TENANT)
+        .filter(|t| t.key != TENANT && t.key != RECLAIMING)
         .collect()
 }
 
@@ -34,17 +44,21 @@ fn other_taints(node: &Node) -> Vec<Taint> {
 pub fn marks(node: &Node) -> NodeMarks {
     let label = |key: &str| node.metadata.labels.as_ref()?.get(key).cloned();
     let annotation = |key: &str| node.metadata.annotations.as_ref()?.get(key).cloned();
+    let taints = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
     NodeMarks {
         lease: label(LEASE),
         lease_name: annotation(LEASE_NAME),
         tenant: label(TENANT),
-        tainted_for: node
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.as_ref())
-            .and_then(|ts| ts.iter().find(|t| t.key == TENANT))
+        tainted_for: taints
+            .iter()
+            .find(|t| t.key == TENANT)
             .map(|t| t.value.clone().unwrap_or_default()),
         idle_since: annotation(IDLE_SINCE),
+        reclaiming: taints.iter().any(|t| t.key == RECLAIMING),
     }
 }
 
@@ -91,10 +105,13 @@ pub fn patch(
         metadata["annotations"] = Value::Object(annotations);
     }
     let mut body = json!({ "metadata": metadata });
-    if from.tainted_for != to.tainted_for {
+    if from.tainted_for != to.tainted_for || from.reclaiming != to.reclaiming {
         let mut taints = other_taints(node);
         if let Some(tenant) = &to.tainted_for {
             taints.push(tenant_taint(tenant));
+        }
+        if to.reclaiming {
+            taints.push(reclaiming_taint());
         }
         body["spec"] = json!({ "taints": taints });
     }
@@ -137,6 +154,7 @@ mod tests {
             tenant: Some(tenant.into()),
             tainted_for: Some(tenant.into()),
             idle_since: None,
+            reclaiming: false,
         }
     }
 
@@ -214,6 +232,7 @@ mod tests {
                 tenant: Some("acme".into()),
                 tainted_for: Some("acme".into()),
                 idle_since: None,
+                reclaiming: false,
             }
         );
     }

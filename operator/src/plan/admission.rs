@@ -89,6 +89,9 @@ pub struct PoolSnapshot {
     pub spot_prices: Option<HourlyPrices>,
     /// Reserved prices per resource-hour, if a rate card prices the pool.
     pub reserved_prices: Option<HourlyPrices>,
+    /// A Spot lease is owed this much time before any reclaim a reservation's window makes
+    /// (its notice and the pool's minimum runtime).
+    pub spot_protection: Duration,
 }
 
 /// Prices per resource-hour: a core, a GiB of memory, a GPU.
@@ -238,6 +241,14 @@ pub fn decide(pool: &PoolSnapshot, lease: &LeaseRequest, now: DateTime<Utc>) -> 
             };
         }
     }
+    if lease.class == LeaseClass::Spot
+        && let Some(message) = window_too_soon(pool, nodes.len(), now)
+    {
+        return Decision::Wait {
+            reason: Reason::PeakReservation,
+            message,
+        };
+    }
     let (limit_now, set_by) = pool.lend_limit_at(now);
     if pool.lent + nodes.len() > limit_now {
         let (reason, why) = match set_by {
@@ -272,6 +283,31 @@ pub fn decide(pool: &PoolSnapshot, lease: &LeaseRequest, now: DateTime<Utc>) -> 
         };
     }
     Decision::Admit { nodes }
+}
+
+/// A window that starts before a Spot lease admitted now would have had its notice and
+/// minimum runtime, and would leave no room for it.
+fn window_too_soon(pool: &PoolSnapshot, nodes: usize, now: DateTime<Utc>) -> Option<String> {
+    let soon = Interval::new(now + Duration::seconds(1), now + pool.spot_protection);
+    if soon.end <= soon.start {
+        return None;
+    }
+    pool.reservations.iter().find_map(|r| {
+        let limit = r.keep.lend_limit(pool.nodes_total);
+        r.calendar
+            .whole_windows(soon)
+            .into_iter()
+            .find(|w| w.start > now && pool.lent + nodes > limit)
+            .map(|w| {
+                format!(
+                    "peak reservation {} lets pool {} lend at most {limit} node(s) from {}, sooner than this Spot lease's notice and minimum runtime ({}s)",
+                    r.name,
+                    pool.name,
+                    w.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    pool.spot_protection.num_seconds()
+                )
+            })
+    })
 }
 
 /// A lease that no amount of waiting can serve.
@@ -522,6 +558,7 @@ mod tests {
                 memory_gib: Decimal::ZERO,
                 gpu: Decimal::ZERO,
             }),
+            spot_protection: Duration::zero(),
         }
     }
 

@@ -33,6 +33,15 @@ pub struct PodFacts {
     pub tenant: bool,
     /// Being deleted (it has a deletionTimestamp).
     pub deleting: bool,
+    /// When it is due to be gone, once deleted (its deletionTimestamp: the request plus its
+    /// grace period).
+    pub gone_by: Option<DateTime<Utc>>,
+    /// It carries finalizers, which would keep it after its containers stopped.
+    pub has_finalizers: bool,
+    /// It carries Offpeak's DisruptionTarget condition.
+    pub disruption_target: bool,
+    /// Its own termination grace period, in seconds.
+    pub grace_seconds: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,6 +137,10 @@ mod tests {
             node_level,
             tenant: false,
             deleting: false,
+            gone_by: None,
+            has_finalizers: false,
+            disruption_target: false,
+            grace_seconds: None,
         }
     }
 

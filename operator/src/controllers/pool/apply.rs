@@ -15,17 +15,19 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
 use kube::ResourceExt;
-use kube::api::{Api, EvictParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use offpeak_api::{CapacityLease, CapacityLeaseStatus, CapacityPool};
+use offpeak_api::{CapacityLease, CapacityLeaseStatus, CapacityPool, PeakReservation};
 use serde_json::json;
 
 use super::Context;
 use crate::desired::binding;
 use crate::names::{FIELD_MANAGER, FINALIZER};
 use crate::plan::conditions;
-use crate::plan::pool::{Failure, LeasePlan, NodePatch, Note, PoolPlan, PoolView, Write};
+use crate::plan::pool::{
+    Eviction, Failure, LeasePlan, NodePatch, Note, PoolPlan, PoolView, ReservationPlan, Write,
+};
 
 /// How long a node that refused to be bound is passed over.
 const HOLD_BACK: chrono::Duration = chrono::Duration::seconds(60);
@@ -134,6 +136,7 @@ pub async fn apply(ctx: &Context, view: &PoolView, plan: PoolPlan, now: DateTime
         nodes,
         status,
         events,
+        reservations,
         ..
     } = plan;
     let concurrency = ctx.settings.write_concurrency.max(1);
@@ -197,7 +200,40 @@ pub async fn apply(ctx: &Context, view: &PoolView, plan: PoolPlan, now: DateTime
     for note in events {
         publish(ctx, &reference, note).await;
     }
+    for reservation in reservations {
+        apply_reservation(ctx, reservation).await;
+    }
     outcome
+}
+
+async fn apply_reservation(ctx: &Context, plan: ReservationPlan) {
+    if let Some(status) = &plan.status {
+        let api: Api<PeakReservation> = Api::all(ctx.client.clone());
+        let body = json!({"apiVersion": "offpeak.dev/v1alpha1", "kind": "PeakReservation", "status": status});
+        let result = api
+            .patch_status(
+                &plan.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(body),
+            )
+            .await;
+        if let Err(Refused::Failed(message)) = counted(ctx, "reservation_status", result) {
+            tracing::warn!(
+                reservation = plan.name,
+                error = message,
+                "cannot write the reservation's status; the next pass tries again"
+            );
+        }
+    }
+    let reference = ObjectReference {
+        api_version: Some("offpeak.dev/v1alpha1".into()),
+        kind: Some("PeakReservation".into()),
+        name: Some(plan.name.clone()),
+        ..Default::default()
+    };
+    for note in plan.events {
+        publish(ctx, &reference, note).await;
+    }
 }
 
 async fn publish(ctx: &Context, reference: &ObjectReference, note: Note) {
@@ -232,7 +268,8 @@ async fn apply_lease(ctx: &Context, plan: LeasePlan, now: DateTime<Utc>) -> Outc
             Write::AddFinalizer | Write::RemoveFinalizer => "FinalizerFailed",
             Write::Bind(_) => "BindFailed",
             Write::Node(_) => "NodeWriteFailed",
-            Write::Evict(_) => "EvictionFailed",
+            Write::Evict(_) | Write::ForceDelete(_) => "EvictionFailed",
+            Write::DisruptionTarget { .. } => "PodConditionFailed",
             Write::Status(_) => "StatusWriteFailed",
             Write::Event(_) => "EventFailed",
         };
@@ -243,6 +280,10 @@ async fn apply_lease(ctx: &Context, plan: LeasePlan, now: DateTime<Utc>) -> Outc
             Write::Bind(patches) => bind(ctx, patches, &mut outcome).await.map(|()| None),
             Write::Node(patch) => node(ctx, patch, &mut outcome).await.map(|()| None),
             Write::Evict(eviction) => evict(ctx, eviction).await.map(|()| None),
+            Write::ForceDelete(pod) => force_delete(ctx, pod).await.map(|()| None),
+            Write::DisruptionTarget { pod, message } => {
+                disruption_target(ctx, pod, message).await.map(|()| None)
+            }
             Write::Event(note) => {
                 publish(ctx, &reference, note.clone()).await;
                 Ok(None)
@@ -298,7 +339,15 @@ async fn report_failure(
                 .join(", ")
         ),
         Write::Node(patch) => format!("cannot patch node {}", patch.node),
-        Write::Evict(e) => format!("cannot evict pod {}/{}", e.namespace, e.name),
+        Write::Evict(e) | Write::ForceDelete(e) => {
+            format!("cannot evict pod {}/{}", e.namespace, e.name)
+        }
+        Write::DisruptionTarget { pod, .. } => {
+            format!(
+                "cannot tell pod {}/{} of the reclaim",
+                pod.namespace, pod.name
+            )
+        }
         Write::Status(_) => "cannot write the lease's status".to_string(),
         Write::AddFinalizer | Write::RemoveFinalizer => {
             "cannot update the lease's finalizers".to_string()
@@ -481,13 +530,70 @@ async fn patch_node(ctx: &Context, patch: &NodePatch) -> Result<Node, Refused> {
     counted(ctx, "node", result)
 }
 
-async fn evict(ctx: &Context, eviction: &crate::plan::pool::Eviction) -> Result<(), Refused> {
+async fn evict(ctx: &Context, eviction: &Eviction) -> Result<(), Refused> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &eviction.namespace);
+    let params = EvictParams {
+        delete_options: Some(DeleteParams {
+            grace_period_seconds: eviction
+                .grace_seconds
+                .and_then(|g| u32::try_from(g.max(0)).ok()),
+            ..DeleteParams::default()
+        }),
+        ..EvictParams::default()
+    };
+    match counted(ctx, "eviction", api.evict(&eviction.name, &params).await) {
+        Ok(_) | Err(Refused::Gone) => Ok(()),
+        // A PodDisruptionBudget refuses (429): the pod is deleted once it outstays its grace.
+        Err(Refused::Failed(message)) if message.ends_with("(429)") => {
+            tracing::info!(
+                pod = eviction.name,
+                "eviction refused by a disruption budget; it is deleted at the cap"
+            );
+            Ok(())
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// A tenant's pod that outstayed its eviction: its finalizers go (a tenant's finalizer must
+/// not keep a node), then the pod, at once.
+async fn force_delete(ctx: &Context, pod: &Eviction) -> Result<(), Refused> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace);
+    let strip = json!({"metadata": {"finalizers": null}});
     match counted(
         ctx,
-        "eviction",
-        api.evict(&eviction.name, &EvictParams::default()).await,
+        "pod",
+        api.patch(&pod.name, &PatchParams::default(), &Patch::Merge(strip))
+            .await,
     ) {
+        Ok(_) | Err(Refused::Gone) => {}
+        Err(other) => return Err(other),
+    }
+    let now = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..DeleteParams::default()
+    };
+    match counted(ctx, "pod", api.delete(&pod.name, &now).await.map(|_| ())) {
+        Ok(()) | Err(Refused::Gone) => Ok(()),
+        Err(other) => Err(other),
+    }
+}
+
+/// The pod's DisruptionTarget condition, as Kubernetes itself marks pods it is about to
+/// disrupt.
+async fn disruption_target(ctx: &Context, pod: &Eviction, message: &str) -> Result<(), Refused> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace);
+    let body = json!({"status": {"conditions": [{
+        "type": "DisruptionTarget",
+        "status": "True",
+        "reason": crate::observe::OFFPEAK_DISRUPTION,
+        "message": message,
+        "lastTransitionTime": crate::observe::timestamp(Utc::now()).as_str(),
+    }]}});
+    let result = api
+        .patch_status(&pod.name, &PatchParams::default(), &Patch::Strategic(body))
+        .await;
+    match counted(ctx, "pod_condition", result) {
         Ok(_) | Err(Refused::Gone) => Ok(()),
         Err(other) => Err(other),
     }
@@ -500,6 +606,7 @@ async fn apply_unowned(ctx: &Context, write: Write) -> Outcome {
     let result = match &write {
         Write::Node(patch) => node(ctx, patch, &mut outcome).await,
         Write::Evict(eviction) => evict(ctx, eviction).await,
+        Write::ForceDelete(pod) => force_delete(ctx, pod).await,
         _ => Ok(()),
     };
     match result {

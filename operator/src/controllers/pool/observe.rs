@@ -14,7 +14,10 @@ use crate::desired::binding;
 use crate::observe;
 use crate::plan::admission::Reservation;
 use crate::plan::eligibility::TenantView;
-use crate::plan::pool::{LeaseView, NodeView, PoolSettings, PoolView, standing};
+use crate::plan::pool::{
+    LeaseView, NodeView, PendingPod, PoolSettings, PoolView, PressureSettings, ReservationView,
+    standing,
+};
 use crate::pricing;
 
 pub fn view(ctx: &Context, pool: &CapacityPool, now: DateTime<Utc>) -> PoolView {
@@ -66,17 +69,48 @@ pub fn view(ctx: &Context, pool: &CapacityPool, now: DateTime<Utc>) -> PoolView 
         .filter_map(|l| lease_view(l, &memory))
         .collect();
     leases.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.name.cmp(&b.name)));
-    let reservations = stores
+    let reservation_objects: Vec<ReservationView> = stores
         .reservations
         .state()
         .iter()
         .filter(|r| r.spec.pool.as_str() == name)
-        .filter_map(|r| {
-            Some(Reservation {
-                name: r.name_any(),
-                calendar: observe::calendar(r).ok()?,
-                keep: observe::keep(&r.spec.keep).ok()?,
+        .map(|r| ReservationView {
+            name: r.name_any(),
+            generation: r.metadata.generation,
+            reservation: observe::calendar(r).and_then(|calendar| {
+                Ok(Reservation {
+                    name: r.name_any(),
+                    calendar,
+                    keep: observe::keep(&r.spec.keep)?,
+                })
+            }),
+            status: r.status.clone(),
+        })
+        .collect();
+    let reservations = reservation_objects
+        .iter()
+        .filter_map(|r| r.reservation.clone().ok())
+        .collect();
+    // Internal pods waiting for a node they could have in this pool.
+    let pending = stores
+        .pods
+        .unscheduled()
+        .into_iter()
+        .filter(|p| {
+            !namespace_tenants.contains_key(&p.namespace)
+                && stores.tenant_of_namespace(&p.namespace).is_none()
+        })
+        .filter(|p| {
+            stores.nodes.state().iter().any(|n| {
+                observe::labels_match(n.metadata.labels.as_ref(), &pool.spec.node_selector)
+                    && observe::labels_match(n.metadata.labels.as_ref(), &p.node_selector)
             })
+        })
+        .map(|p| PendingPod {
+            namespace: p.namespace,
+            name: p.name,
+            since: p.since,
+            requests: p.requests,
         })
         .collect();
     PoolView {
@@ -86,6 +120,8 @@ pub fn view(ctx: &Context, pool: &CapacityPool, now: DateTime<Utc>) -> PoolView 
         nodes,
         leases,
         reservations,
+        reservation_objects,
+        pending,
         rate_card: pricing::card_for(&stores.rate_cards.state(), &name, now),
         tenants,
         namespace_tenants,
@@ -96,7 +132,22 @@ pub fn view(ctx: &Context, pool: &CapacityPool, now: DateTime<Utc>) -> PoolView 
 
 fn settings(pool: &CapacityPool) -> Result<PoolSettings, String> {
     let spec = &pool.spec;
+    let duration = |d: &offpeak_api::GoDuration, field: &str| {
+        observe::duration(d).map_err(|e| format!("spec.{field}: {e}"))
+    };
     Ok(PoolSettings {
+        minimum_runtime: duration(&spec.minimum_runtime, "minimumRuntime")?,
+        reclaim_advisory: duration(&spec.reclaim_advisory, "reclaimAdvisory")?,
+        internal_pressure: PressureSettings {
+            unschedulable_for: duration(
+                &spec.internal_pressure.unschedulable_for,
+                "internalPressure.unschedulableFor",
+            )?,
+            emergency_after: duration(
+                &spec.internal_pressure.emergency_after,
+                "internalPressure.emergencyAfter",
+            )?,
+        },
         idle_after: observe::duration(&spec.idle_after)
             .map_err(|e| format!("spec.idleAfter: {e}"))?,
         notice: observe::duration(&spec.notice_period)

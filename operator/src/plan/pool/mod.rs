@@ -19,6 +19,7 @@
 //!   cannot land on it again; the tenant's pods are evicted; once none is left the taint
 //!   comes off and the node is the pool's again.
 
+mod reclaim;
 mod status;
 pub mod view;
 
@@ -37,7 +38,8 @@ use offpeak_billing::rate::LeaseClass as BillingClass;
 use rust_decimal::Decimal;
 
 pub use self::view::{
-    Failure, LeaseView, NodeMarks, NodeView, PlanSettings, PoolSettings, PoolView, hours_between,
+    Failure, LeaseView, NodeMarks, NodeView, PendingPod, PlanSettings, PoolSettings, PoolView,
+    PressureSettings, ReservationView, hours_between,
 };
 use crate::observe;
 use crate::plan::admission::{self, Decision, Holding, LeaseRequest, PoolSnapshot};
@@ -59,6 +61,8 @@ pub struct PoolPlan {
     pub status: Option<CapacityPoolStatus>,
     /// Events about the pool.
     pub events: Vec<Note>,
+    /// The pool's reservations' new statuses, where they differ, with Events.
+    pub reservations: Vec<ReservationPlan>,
     /// When to plan again at the latest (a term ends, an idle node matures, a retry).
     pub wake_at: Option<DateTime<Utc>>,
 }
@@ -70,6 +74,7 @@ impl PoolPlan {
             && self.nodes.is_empty()
             && self.status.is_none()
             && self.events.is_empty()
+            && self.reservations.is_empty()
     }
 
     /// How many writes the plan makes.
@@ -78,7 +83,20 @@ impl PoolPlan {
             + self.nodes.len()
             + usize::from(self.status.is_some())
             + self.events.len()
+            + self
+                .reservations
+                .iter()
+                .map(|r| usize::from(r.status.is_some()) + r.events.len())
+                .sum::<usize>()
     }
+}
+
+/// A reservation's new status (when it changed) and Events.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReservationPlan {
+    pub name: String,
+    pub status: Option<offpeak_api::PeakReservationStatus>,
+    pub events: Vec<Note>,
 }
 
 /// The writes for one lease.
@@ -104,6 +122,10 @@ pub enum Write {
     Node(Box<NodePatch>),
     /// Evict a tenant's pod from a node going back.
     Evict(Eviction),
+    /// Delete a tenant's pod that outstayed its eviction, at once, and drop its finalizers.
+    ForceDelete(Eviction),
+    /// Tell a tenant's pod its node goes back: its DisruptionTarget condition.
+    DisruptionTarget { pod: Eviction, message: String },
     /// Replace the lease's status.
     Status(Box<CapacityLeaseStatus>),
     /// Publish an Event about the lease.
@@ -119,12 +141,21 @@ pub struct NodePatch {
     pub to: NodeMarks,
 }
 
+/// A tenant's pod on a node going back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Eviction {
     pub namespace: String,
     pub name: String,
     pub node: String,
+    /// Grace period for the eviction (none: the pod's own).
+    pub grace_seconds: Option<i64>,
 }
+
+/// How long a pod may outstay the end of its eviction's grace before it is deleted at once.
+pub const FORCE_AFTER: Duration = Duration::seconds(5);
+/// The longest grace a tenant's pod gets when its lease is deleted (when its time is up, it
+/// gets none).
+pub const CANCEL_GRACE_SECONDS: i64 = 30;
 
 /// An Event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -195,6 +226,8 @@ struct Pass<'a> {
     /// Nodes whose return a lease's plan has taken on.
     returns_planned: BTreeSet<&'a str>,
     events: Vec<Note>,
+    /// What the pool asks of the leases that hold its nodes.
+    reclaim: reclaim::Reclaim,
     wake: Option<DateTime<Utc>>,
 }
 
@@ -202,9 +235,15 @@ impl<'a> Pass<'a> {
     fn new(view: &'a PoolView, now: DateTime<Utc>, settings: &'a PlanSettings) -> Pass<'a> {
         let pool = view.settings.clone().unwrap_or(PoolSettings {
             idle_after: Duration::days(36500),
-            notice: Duration::zero(),
+            notice: Duration::seconds(120),
             headroom: None,
             lending_enabled: false,
+            minimum_runtime: Duration::zero(),
+            reclaim_advisory: Duration::zero(),
+            internal_pressure: PressureSettings {
+                unschedulable_for: Duration::days(36500),
+                emergency_after: Duration::days(36500),
+            },
         });
         Pass {
             view,
@@ -221,6 +260,7 @@ impl<'a> Pass<'a> {
             nodes: Vec::new(),
             returns_planned: BTreeSet::new(),
             events: Vec::new(),
+            reclaim: reclaim::Reclaim::default(),
             wake: None,
         }
     }
@@ -247,6 +287,10 @@ impl<'a> Pass<'a> {
 
     fn run(mut self) -> PoolPlan {
         self.classify_nodes();
+        self.reclaim = self.asks();
+        for at in self.reclaim.wake.clone() {
+            self.wake_at(at);
+        }
         let view = self.view;
         let mut pending: Vec<(&'a LeaseView, LeaseRequest)> = Vec::new();
         for lease in &view.leases {
@@ -282,6 +326,7 @@ impl<'a> Pass<'a> {
         self.settle_synced();
         let (status, note) = self.pool_status();
         self.events.extend(note);
+        let reservations = self.reservation_statuses();
         // Nothing here changes with the clock alone, but look again now and then.
         self.wake_at(self.now + Duration::minutes(5));
         let mut leases: Vec<LeasePlan> = self.leases.into_values().collect();
@@ -291,6 +336,7 @@ impl<'a> Pass<'a> {
             nodes: self.nodes,
             status: (view.status.as_ref() != Some(&status)).then_some(status),
             events: self.events,
+            reservations,
             wake_at: self.wake,
         }
     }
@@ -412,6 +458,46 @@ impl<'a> Pass<'a> {
             self.wake_at(end);
         }
         let mut next = lease.status.clone();
+        if lease.phase() == Some(LeasePhase::Reclaiming) {
+            // The deadline is the one written with the notice, whatever happened since.
+            let deadline = lease
+                .status
+                .reclaim_deadline
+                .as_ref()
+                .and_then(|t| observe::instant(t).ok())
+                .unwrap_or(self.now);
+            if deadline <= self.now {
+                let reason = match lease.status.reclaim_reason.as_deref() {
+                    Some("PriceExceeded") => EndReason::PriceExceeded,
+                    _ => EndReason::Reclaimed,
+                };
+                self.end(lease, reason);
+                return;
+            }
+            self.wake_at(deadline);
+            self.hold_off(lease, deadline);
+        } else {
+            match self.reclaim.asks.get(&lease.uid).cloned() {
+                Some(reclaim::Ask::Notice { cause, deadline }) => {
+                    self.notice(lease, &cause, deadline);
+                    return;
+                }
+                Some(reclaim::Ask::Likely { cause }) => {
+                    let was = status::likely(&lease.status);
+                    status::set_likely(&mut next, lease.generation, Some(&cause), self.now);
+                    if was != Some(cause.message.as_str()) {
+                        self.push(
+                            lease,
+                            Write::Event(Note::normal(
+                                status::RECLAIM_LIKELY,
+                                format!("a reclaim is likely soon: {}", cause.message),
+                            )),
+                        );
+                    }
+                }
+                None => status::set_likely(&mut next, lease.generation, None, self.now),
+            }
+        }
         if self.cost_due(lease) {
             self.refresh_cost(lease, &mut next, self.now);
         }
@@ -425,6 +511,140 @@ impl<'a> Pass<'a> {
         if next != lease.status {
             self.push(lease, Write::Status(Box::new(next)));
         }
+    }
+
+    /// Notice to the lease: recorded first (when and until when, and why), then its nodes
+    /// take no new tenant pods and its pods are told.
+    fn notice(&mut self, lease: &'a LeaseView, cause: &reclaim::Cause, deadline: DateTime<Utc>) {
+        let mut next = lease.status.clone();
+        self.refresh_cost(lease, &mut next, self.now);
+        let next = status::reclaiming(lease, next, cause, deadline, self.now);
+        let seconds = (deadline - self.now).num_seconds();
+        self.push(lease, Write::Status(Box::new(next)));
+        self.push(
+            lease,
+            Write::Event(Note::warning(
+                "Reclaiming",
+                format!(
+                    "notice to {}: {seconds} s, until {}; {}",
+                    lease.display_name(),
+                    observe::timestamp(deadline).as_str(),
+                    cause.message
+                ),
+            )),
+        );
+        self.wake_at(deadline);
+        self.hold_off(lease, deadline);
+    }
+
+    /// During notice: the lease's nodes carry Offpeak's reclaiming taint and its pods the
+    /// DisruptionTarget condition, put back if anything took them off.
+    fn hold_off(&mut self, lease: &'a LeaseView, deadline: DateTime<Utc>) {
+        let message = format!(
+            "lease {} is reclaimed; its pods are evicted at {}",
+            lease.display_name(),
+            observe::timestamp(deadline).as_str()
+        );
+        for bound in &lease.status.bound_nodes {
+            let Some(node) = self.node(bound.as_str()) else {
+                continue;
+            };
+            if node.marks.lease.as_deref() != Some(lease.uid.as_str()) {
+                continue;
+            }
+            if !node.marks.reclaiming {
+                let to = NodeMarks {
+                    reclaiming: true,
+                    ..node.marks.clone()
+                };
+                self.marks_after.insert(node.name.as_str(), to.clone());
+                self.push(
+                    lease,
+                    Write::Node(Box::new(NodePatch {
+                        node: node.name.clone(),
+                        resource_version: node.resource_version.clone(),
+                        from: node.marks.clone(),
+                        to,
+                    })),
+                );
+            }
+            for pod in node
+                .pods
+                .iter()
+                .filter(|p| p.tenant && !p.node_level && !p.disruption_target && !p.deleting)
+            {
+                self.push(
+                    lease,
+                    Write::DisruptionTarget {
+                        pod: Eviction {
+                            namespace: pod.namespace.clone(),
+                            name: pod.name.clone(),
+                            node: node.name.clone(),
+                            grace_seconds: None,
+                        },
+                        message: message.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// What the pool asks of its leases now (reclaim::plan over this view).
+    fn asks(&self) -> reclaim::Reclaim {
+        let view = self.view;
+        let capacity = |lease: &LeaseView| -> Resources {
+            lease
+                .status
+                .bound_nodes
+                .iter()
+                .filter_map(|n| self.node(n.as_str()))
+                .map(NodeView::capacity)
+                .sum()
+        };
+        let spot = view.rate_card.as_ref().map(|c| {
+            pricing::hourly_prices(c, BillingClass::Spot, Some(self.utilisation_before()))
+        });
+        let reserved = view
+            .rate_card
+            .as_ref()
+            .map(|c| pricing::hourly_prices(c, BillingClass::Reserved, None));
+        let spot_hourly = |lease: &LeaseView| spot.as_ref().map(|p| p.hourly(&capacity(lease)));
+        let rate = |lease: &LeaseView| match lease.spec.class {
+            LeaseClass::Spot => lease
+                .spec
+                .max_price_per_hour
+                .as_ref()
+                .and_then(|m| observe::decimal(m.as_str()).ok())
+                .unwrap_or_default(),
+            LeaseClass::Reserved => reserved
+                .as_ref()
+                .map_or(Decimal::ZERO, |p| p.hourly(&capacity(lease))),
+        };
+        reclaim::plan(&reclaim::Inputs {
+            settings: &self.pool,
+            leases: &view.leases,
+            reservations: &view.reservations,
+            pending: &view.pending,
+            total: view.nodes.len(),
+            headroom_limit: self.headroom_limit(),
+            idle_capacity: view
+                .nodes
+                .iter()
+                .filter(|n| {
+                    matches!(
+                        self.roles.get(n.name.as_str()),
+                        Some(Role::Free(
+                            NodeState::Idle { .. } | NodeState::Lendable { .. }
+                        ))
+                    )
+                })
+                .map(NodeView::capacity)
+                .sum(),
+            capacity: &capacity,
+            spot_hourly: &spot_hourly,
+            rate: &rate,
+            now: self.now,
+        })
     }
 
     fn cost_due(&self, lease: &LeaseView) -> bool {
@@ -527,7 +747,11 @@ impl<'a> Pass<'a> {
             {
                 continue;
             }
-            let (writes, done) = self.return_node(node);
+            let grace = match lease.status.end_reason {
+                Some(EndReason::Cancelled) => Some(CANCEL_GRACE_SECONDS),
+                _ => Some(0),
+            };
+            let (writes, done) = self.return_node(node, grace);
             back &= done;
             for write in writes {
                 self.push(lease, write);
@@ -543,15 +767,16 @@ impl<'a> Pass<'a> {
             if self.roles.get(node.name.as_str()) == Some(&Role::Returning)
                 && self.returns_planned.insert(node.name.as_str())
             {
-                let (writes, _) = self.return_node(node);
+                let (writes, _) = self.return_node(node, Some(0));
                 self.nodes.extend(writes);
             }
         }
     }
 
-    /// The next step of giving `node` back: labels off and the tenant's pods evicted;
-    /// once no tenant pod is left, the taint off. Whether it is back now.
-    fn return_node(&mut self, node: &'a NodeView) -> (Vec<Write>, bool) {
+    /// The next step of giving `node` back: labels off and the tenant's pods evicted (their
+    /// grace at most `grace` seconds; pods that outstay it are deleted at once, finalizers
+    /// and all); once no tenant pod is left, the taints off. Whether it is back now.
+    fn return_node(&mut self, node: &'a NodeView, grace: Option<i64>) -> (Vec<Write>, bool) {
         let tenant_pods: Vec<&PodFacts> = node
             .pods
             .iter()
@@ -572,6 +797,7 @@ impl<'a> Pass<'a> {
         } else {
             NodeMarks {
                 tainted_for: node.marks.tainted_for.clone(),
+                reclaiming: node.marks.reclaiming,
                 ..NodeMarks::default()
             }
         };
@@ -585,17 +811,26 @@ impl<'a> Pass<'a> {
             self.marks_after.insert(node.name.as_str(), target);
         }
         for pod in &tenant_pods {
-            if !pod.deleting {
-                writes.push(Write::Evict(Eviction {
-                    namespace: pod.namespace.clone(),
-                    name: pod.name.clone(),
-                    node: node.name.clone(),
-                }));
+            let eviction = Eviction {
+                namespace: pod.namespace.clone(),
+                name: pod.name.clone(),
+                node: node.name.clone(),
+                grace_seconds: match (grace, pod.grace_seconds) {
+                    (Some(cap), Some(own)) => Some(cap.min(own)),
+                    (cap, own) => cap.or(own),
+                },
+            };
+            match pod.gone_by {
+                None => writes.push(Write::Evict(eviction)),
+                Some(due) if due + FORCE_AFTER <= self.now => {
+                    writes.push(Write::ForceDelete(eviction))
+                }
+                Some(due) => self.wake_at(due + FORCE_AFTER),
             }
         }
         if !tenant_pods.is_empty() {
             // Pods are leaving; look again shortly even if no event says so.
-            self.wake_at(self.now + Duration::seconds(2));
+            self.wake_at(self.now + Duration::seconds(1));
         }
         (writes, tenant_pods.is_empty())
     }
@@ -723,6 +958,7 @@ impl<'a> Pass<'a> {
             reserved,
             spot_prices: prices(BillingClass::Spot),
             reserved_prices: prices(BillingClass::Reserved),
+            spot_protection: self.pool.notice + self.pool.minimum_runtime,
         }
     }
 
@@ -733,8 +969,21 @@ impl<'a> Pass<'a> {
             .count()
     }
 
+    /// Nodes in use (running internal pods, or lent) of all, before the plan acts: what the
+    /// spot price follows.
     fn utilisation_before(&self) -> Decimal {
-        utilisation(self.lent_before(), self.view.nodes.len())
+        let busy = self
+            .view
+            .nodes
+            .iter()
+            .filter(|n| {
+                matches!(
+                    self.roles.get(n.name.as_str()),
+                    Some(Role::Free(NodeState::Busy { .. }))
+                )
+            })
+            .count();
+        utilisation(self.lent_before() + busy, self.view.nodes.len())
     }
 
     fn headroom_limit(&self) -> usize {
@@ -909,9 +1158,17 @@ impl<'a> Pass<'a> {
                     .map(|e| format!("node {}: {e}", n.name))
             })
             .collect();
-        let spot = self.view.rate_card.as_ref().map(|c| {
-            pricing::hourly_prices(c, BillingClass::Spot, Some(utilisation(lent, total))).cpu_core
-        });
+        let busy = self
+            .roles
+            .values()
+            .filter(|r| matches!(r.state_after(), Some(NodeState::Busy { .. })))
+            .count();
+        let in_use = utilisation(lent + busy, total);
+        let spot = self
+            .view
+            .rate_card
+            .as_ref()
+            .map(|c| pricing::hourly_prices(c, BillingClass::Spot, Some(in_use)).cpu_core);
         status::pool(
             self.view,
             status::PoolCounts {
@@ -921,9 +1178,34 @@ impl<'a> Pass<'a> {
                 headroom: total - headroom_limit.min(total),
             },
             &malformed,
+            in_use,
             spot,
             self.now,
         )
+    }
+
+    /// Each reservation's status: whether a window is in force, the next one (in UTC), and
+    /// how many nodes it keeps; Events when a window starts and ends.
+    fn reservation_statuses(&mut self) -> Vec<ReservationPlan> {
+        let view = self.view;
+        let total = view.nodes.len();
+        let mut plans = Vec::new();
+        for reservation in &view.reservation_objects {
+            let (next, events, wake) =
+                status::reservation(reservation, &view.name, total, self.now);
+            if let Some(at) = wake {
+                self.wake_at(at);
+            }
+            let changed = reservation.status.as_ref() != Some(&next);
+            if changed || !events.is_empty() {
+                plans.push(ReservationPlan {
+                    name: reservation.name.clone(),
+                    status: changed.then_some(next),
+                    events,
+                });
+            }
+        }
+        plans
     }
 }
 
@@ -988,11 +1270,14 @@ pub fn standing(
     }
 }
 
-fn utilisation(lent: usize, total: usize) -> Decimal {
+/// `used` of `total`, to six places (so that the same counts always read the same).
+fn utilisation(used: usize, total: usize) -> Decimal {
     if total == 0 {
         Decimal::ZERO
     } else {
-        Decimal::from(lent) / Decimal::from(total)
+        (Decimal::from(used) / Decimal::from(total))
+            .round_dp(6)
+            .normalize()
     }
 }
 

@@ -18,6 +18,16 @@ pub fn apply(view: &PoolView, plan: &PoolPlan) -> PoolView {
     if let Some(status) = &plan.status {
         next.status = Some(status.clone());
     }
+    for written in &plan.reservations {
+        if let Some(status) = &written.status
+            && let Some(r) = next
+                .reservation_objects
+                .iter_mut()
+                .find(|r| r.name == written.name)
+        {
+            r.status = Some(status.clone());
+        }
+    }
     next
 }
 
@@ -48,10 +58,20 @@ fn write_one(view: &mut PoolView, lease: Option<&String>, write: &Write, gone: &
             }
         }
         Write::Node(patch) => set_marks(view, &patch.node, &patch.to),
-        Write::Evict(eviction) => {
+        Write::Evict(eviction) | Write::ForceDelete(eviction) => {
             if let Some(node) = view.nodes.iter_mut().find(|n| n.name == eviction.node) {
                 node.pods
                     .retain(|p| !(p.namespace == eviction.namespace && p.name == eviction.name));
+            }
+        }
+        Write::DisruptionTarget { pod, .. } => {
+            if let Some(node) = view.nodes.iter_mut().find(|n| n.name == pod.node)
+                && let Some(p) = node
+                    .pods
+                    .iter_mut()
+                    .find(|p| p.namespace == pod.namespace && p.name == pod.name)
+            {
+                p.disruption_target = true;
             }
         }
         Write::Event(_) => {}

@@ -3,11 +3,13 @@
 use chrono::{DateTime, Utc};
 use offpeak_api::{
     Amount, CapacityLeaseStatus, CapacityPoolStatus, ConditionStatus, Currency, EndReason,
-    LeaseBinding, LeasePhase, Money, NodeName, Quantity, SignedMoney,
+    LeaseBinding, LeasePhase, Money, NodeName, PeakReservationStatus, Quantity, SignedMoney,
+    UtilisationChange,
 };
 use rust_decimal::Decimal;
 
-use super::view::{LeaseView, PoolView};
+use super::reclaim::Cause;
+use super::view::{LeaseView, PoolView, ReservationView};
 use super::{Note, join};
 use crate::observe::timestamp;
 use crate::plan::calendar::Interval;
@@ -17,6 +19,8 @@ use crate::plan::resources::{Resources, format_bytes, format_cpu};
 pub const ADMITTED: &str = "Admitted";
 pub const NODES_RETURNED: &str = "NodesReturned";
 pub const SYNCED: &str = "Synced";
+pub const RECLAIMING: &str = "Reclaiming";
+pub const RECLAIM_LIKELY: &str = "ReclaimLikely";
 
 /// The reason of the lease's Admitted condition.
 pub fn admitted_reason(status: &CapacityLeaseStatus) -> Option<&str> {
@@ -100,6 +104,101 @@ pub fn admitted(
     }
 }
 
+/// The message of the lease's ReclaimLikely condition while it holds.
+pub fn likely(status: &CapacityLeaseStatus) -> Option<&str> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == RECLAIM_LIKELY && c.status == ConditionStatus::True)
+        .map(|c| c.message.as_str())
+}
+
+/// ReclaimLikely for `cause`, or no longer when `cause` is none (a lease that was never
+/// told gets no condition).
+pub fn set_likely(
+    next: &mut CapacityLeaseStatus,
+    generation: Option<i64>,
+    cause: Option<&Cause>,
+    now: DateTime<Utc>,
+) {
+    let present = next.conditions.iter().any(|c| c.type_ == RECLAIM_LIKELY);
+    match cause {
+        Some(cause) => {
+            next.conditions = conditions::set(
+                &next.conditions,
+                RECLAIM_LIKELY,
+                true,
+                cause.reason,
+                &cause.message,
+                generation,
+                now,
+            )
+        }
+        None if present => {
+            next.conditions = conditions::set(
+                &next.conditions,
+                RECLAIM_LIKELY,
+                false,
+                "NotLikely",
+                "no reclaim is expected soon",
+                generation,
+                now,
+            )
+        }
+        None => {}
+    }
+}
+
+/// Notice given at `now` for `cause`; the nodes go back at `deadline`.
+pub fn reclaiming(
+    lease: &LeaseView,
+    mut next: CapacityLeaseStatus,
+    cause: &Cause,
+    deadline: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> CapacityLeaseStatus {
+    let reserved = lease.spec.class == offpeak_api::LeaseClass::Reserved;
+    next.phase = Some(LeasePhase::Reclaiming);
+    next.notice_given_at = Some(timestamp(now));
+    next.reclaim_deadline = Some(timestamp(deadline));
+    next.reclaim_reason = Some(if cause.emergency {
+        format!("{}Emergency", cause.reason)
+    } else {
+        cause.reason.to_string()
+    });
+    if reserved && cause.emergency {
+        next.sla_credit_reason = Some(format!(
+            "a Reserved lease reclaimed before its term in an emergency: {}",
+            cause.message
+        ));
+    }
+    next.conditions = conditions::set(
+        &next.conditions,
+        RECLAIMING,
+        true,
+        cause.reason,
+        &format!(
+            "{}; the tenant's pods are evicted at {}",
+            cause.message,
+            timestamp(deadline).as_str()
+        ),
+        lease.generation,
+        now,
+    );
+    if next.conditions.iter().any(|c| c.type_ == RECLAIM_LIKELY) {
+        next.conditions = conditions::set(
+            &next.conditions,
+            RECLAIM_LIKELY,
+            false,
+            "NoticeGiven",
+            "notice is given",
+            lease.generation,
+            now,
+        );
+    }
+    next
+}
+
 /// The lease ended at `now` for `reason`; its nodes are going back.
 pub fn ended(
     lease: &LeaseView,
@@ -117,6 +216,17 @@ pub fn ended(
     next.phase = Some(LeasePhase::Ended);
     next.ended_at = Some(timestamp(now));
     next.end_reason = Some(reason);
+    if next.conditions.iter().any(|c| c.type_ == RECLAIMING) {
+        next.conditions = conditions::set(
+            &next.conditions,
+            RECLAIMING,
+            false,
+            "Ended",
+            "the notice ran out and the lease ended",
+            lease.generation,
+            now,
+        );
+    }
     next.conditions = conditions::set(
         &next.conditions,
         ADMITTED,
@@ -202,6 +312,7 @@ pub fn pool(
     view: &PoolView,
     counts: PoolCounts,
     malformed: &[String],
+    utilisation: Decimal,
     spot_per_core_hour: Option<Decimal>,
     now: DateTime<Utc>,
 ) -> (CapacityPoolStatus, Option<Note>) {
@@ -268,7 +379,12 @@ pub fn pool(
         lent_nodes: as_i32(lent),
         headroom_nodes: as_i32(headroom),
         spot_price_per_core_hour: spot_per_core_hour.map(|p| Money::new(p.normalize().to_string())),
-        utilisation_history: old.utilisation_history.clone(),
+        utilisation_history: history(
+            &old.utilisation_history,
+            utilisation,
+            spot_per_core_hour,
+            now,
+        ),
         conditions: conds,
         observed_generation: generation,
     };
@@ -279,4 +395,122 @@ pub fn pool(
         .map(|c| c.reason.as_str());
     let note = (!ready && was != Some(reason)).then(|| Note::warning(reason, message));
     (status, note)
+}
+
+/// The history with `utilisation` from `now` on, if it changed: the last 64 changes.
+fn history(
+    old: &[UtilisationChange],
+    utilisation: Decimal,
+    spot_per_core_hour: Option<Decimal>,
+    now: DateTime<Utc>,
+) -> Vec<UtilisationChange> {
+    let text = utilisation.to_string();
+    let spot = spot_per_core_hour.map(|p| Money::new(p.normalize().to_string()));
+    let mut history = old.to_vec();
+    let last = history.last();
+    if last.is_none_or(|l| l.utilisation != text || l.spot_price_per_core_hour != spot) {
+        history.push(UtilisationChange {
+            at: timestamp(now),
+            utilisation: text,
+            spot_price_per_core_hour: spot,
+        });
+    }
+    let keep = history.len().saturating_sub(64);
+    history.drain(..keep);
+    history
+}
+
+/// A reservation's status now, the Events its window's start or end makes, and when it
+/// next changes.
+pub fn reservation(
+    reservation: &ReservationView,
+    pool: &str,
+    total: usize,
+    now: DateTime<Utc>,
+) -> (PeakReservationStatus, Vec<Note>, Option<DateTime<Utc>>) {
+    let old = reservation.status.clone().unwrap_or_default();
+    let generation = reservation.generation;
+    let r = match &reservation.reservation {
+        Ok(r) => r,
+        Err(message) => {
+            let status = PeakReservationStatus {
+                conditions: conditions::set(
+                    &old.conditions,
+                    "Ready",
+                    false,
+                    "InvalidSpec",
+                    message,
+                    generation,
+                    now,
+                ),
+                observed_generation: generation,
+                ..Default::default()
+            };
+            let note = (old.observed_generation != generation)
+                .then(|| Note::warning("InvalidSpec", message.clone()));
+            return (status, note.into_iter().collect(), None);
+        }
+    };
+    let held = total - r.keep.lend_limit(total);
+    let windows = r.calendar.whole_windows(Interval::new(
+        now - chrono::Duration::days(2),
+        now + chrono::Duration::days(400),
+    ));
+    let current = windows.iter().find(|w| w.contains(now)).copied();
+    let next = current.or_else(|| windows.iter().find(|w| w.start > now).copied());
+    let active = current.is_some();
+    let (reason, message) = match (current, next) {
+        (Some(w), _) => (
+            "WindowOpen",
+            format!(
+                "keeps {held} of pool {pool}'s {total} node(s) internal until {}",
+                timestamp(w.end).as_str()
+            ),
+        ),
+        (None, Some(w)) => (
+            "WindowClosed",
+            format!(
+                "the next window keeps {held} node(s) of pool {pool} internal from {} to {}",
+                timestamp(w.start).as_str(),
+                timestamp(w.end).as_str()
+            ),
+        ),
+        (None, None) => ("NoWindowAhead", "no window ahead".to_string()),
+    };
+    let mut conds = conditions::set(
+        &old.conditions,
+        "Ready",
+        true,
+        "Valid",
+        "the reservation's calendar reads well",
+        generation,
+        now,
+    );
+    conds = conditions::set(&conds, "Active", active, reason, &message, generation, now);
+    let status = PeakReservationStatus {
+        active: Some(active),
+        next_start: next.map(|w| timestamp(w.start)),
+        next_end: next.map(|w| timestamp(w.end)),
+        nodes_held: i32::try_from(held).ok(),
+        conditions: conds,
+        observed_generation: generation,
+    };
+    let mut notes = Vec::new();
+    match (old.active, active) {
+        (Some(false) | None, true) => notes.push(Note::normal(
+            "WindowStarted",
+            format!("peak reservation window started: {message}"),
+        )),
+        (Some(true), false) => notes.push(Note::normal(
+            "WindowEnded",
+            format!("peak reservation window ended; {message}"),
+        )),
+        _ => {}
+    }
+    let wake = match (current, next) {
+        (Some(w), _) => Some(w.end),
+        (None, Some(w)) => Some(w.start),
+        _ => None,
+    };
+    (status, notes, wake)
 }

@@ -54,6 +54,10 @@ fn pod(namespace: &str, name: &str) -> PodFacts {
         node_level: false,
         tenant: namespace.starts_with("tenant-"),
         deleting: false,
+        gone_by: None,
+        has_finalizers: false,
+        disruption_target: false,
+        grace_seconds: Some(30),
     }
 }
 
@@ -133,11 +137,19 @@ fn view(nodes: Vec<NodeView>, leases: Vec<LeaseView>) -> PoolView {
             notice: Duration::seconds(120),
             headroom: None,
             lending_enabled: true,
+            minimum_runtime: Duration::zero(),
+            reclaim_advisory: Duration::minutes(10),
+            internal_pressure: PressureSettings {
+                unschedulable_for: Duration::seconds(30),
+                emergency_after: Duration::minutes(5),
+            },
         }),
         status: None,
         nodes,
         leases,
         reservations: vec![],
+        reservation_objects: vec![],
+        pending: vec![],
         rate_card: Some(card()),
         tenants: BTreeMap::from([
             ("acme".to_string(), tenant("acme")),
@@ -208,6 +220,7 @@ fn an_admitted_lease_is_bound_then_recorded_active_in_one_patch_per_node() {
             tenant: Some("acme".into()),
             tainted_for: Some("acme".into()),
             idle_since: None,
+            reclaiming: false,
         }
     );
     let Write::Status(status) = &writes[2] else {
@@ -315,7 +328,8 @@ fn a_lease_ends_at_its_term_first_in_its_status_then_its_node_goes_back() {
         Write::Evict(Eviction {
             namespace: "tenant-acme".into(),
             name: "render-1".into(),
-            node: "n0".into()
+            node: "n0".into(),
+            grace_seconds: Some(0),
         })
     );
     let (done, plans) = settle(simulate::apply(&v, &first), end, 3);
@@ -685,4 +699,371 @@ proptest! {
             prop_assert_eq!(phase, Some(LeasePhase::Rejected));
         }
     }
+}
+
+// Reclaim with notice.
+
+fn reclaim_view(leases: Vec<LeaseView>, nodes: usize, at: DateTime<Utc>) -> PoolView {
+    let mut v = view(
+        (0..nodes).map(|i| node(&format!("n{i}"), 16)).collect(),
+        leases,
+    );
+    if let Ok(settings) = v.settings.as_mut() {
+        settings.notice = Duration::seconds(60);
+    }
+    let (mut v, _) = settle(v, at, 3);
+    // The tenant runs a pod on every lent node.
+    for node in &mut v.nodes {
+        if let Some(name) = node.marks.lease_name.clone() {
+            let (namespace, lease) = name.split_once('/').unwrap();
+            node.pods.push(pod(namespace, &format!("{lease}-pod")));
+        }
+    }
+    v
+}
+
+fn window(
+    name: &str,
+    start: DateTime<Utc>,
+    keep: crate::plan::admission::Keep,
+) -> crate::plan::admission::Reservation {
+    crate::plan::admission::Reservation {
+        name: name.into(),
+        calendar: crate::plan::calendar::Calendar {
+            schedule: crate::plan::calendar::Schedule::Once {
+                start,
+                end: start + Duration::hours(4),
+            },
+            valid_from: None,
+            valid_until: None,
+        },
+        keep,
+    }
+}
+
+fn spot(name: &str, namespace: &str, max: &str) -> LeaseView {
+    let mut s = spec(LeaseClass::Spot, "16", "8h");
+    s.max_price_per_hour = Some(Money::new(max));
+    lease(name, namespace, s)
+}
+
+#[test]
+fn a_peak_window_gives_notice_that_runs_out_as_it_starts_and_the_nodes_come_back() {
+    let start = now() + Duration::minutes(3);
+    let mut v = reclaim_view(vec![spot("render", "tenant-acme", "4.50")], 1, now());
+    v.reservations.push(window(
+        "launch",
+        start,
+        crate::plan::admission::Keep::Percent(100),
+    ));
+
+    // Three minutes ahead, within the advisory: likely, no notice yet.
+    let (v, plans) = settle(v, now(), 3);
+    let render = lease_of(&v, "render");
+    assert_eq!(render.status.phase, Some(LeasePhase::Active));
+    assert_eq!(
+        condition(render, "ReclaimLikely"),
+        (
+            ConditionStatus::True,
+            "PeakReservation",
+            "peak reservation launch lets pool lend at most 0 node(s) from 2026-11-22T20:03:00Z"
+        )
+    );
+    assert!(
+        plans[0].leases[0]
+            .writes
+            .iter()
+            .any(|w| matches!(w, Write::Event(n) if n.reason == "ReclaimLikely"))
+    );
+    assert_eq!(
+        plans.last().unwrap().wake_at,
+        Some(start - Duration::seconds(60)),
+        "woken for the notice"
+    );
+
+    // At the start less the notice: Reclaiming until the start, the node cordoned for
+    // tenants by Offpeak's own taint, the pod told.
+    let at = start - Duration::seconds(60);
+    let notice = plan(&v, at, &settings());
+    let writes = &notice.leases[0].writes;
+    let Write::Status(status) = &writes[0] else {
+        panic!("{writes:#?}")
+    };
+    assert_eq!(status.phase, Some(LeasePhase::Reclaiming));
+    assert_eq!(
+        status.notice_given_at.as_ref().unwrap().as_str(),
+        "2026-11-22T20:02:00Z"
+    );
+    assert_eq!(
+        status.reclaim_deadline.as_ref().unwrap().as_str(),
+        "2026-11-22T20:03:00Z"
+    );
+    assert_eq!(status.reclaim_reason.as_deref(), Some("PeakReservation"));
+    assert_eq!(
+        status.sla_credit_reason, None,
+        "a Spot lease earns no credit"
+    );
+    assert!(
+        matches!(&writes[1], Write::Event(n) if n.message == "notice to tenant-acme/render: 60 s, until 2026-11-22T20:03:00Z; peak reservation launch lets pool lend at most 0 node(s) from 2026-11-22T20:03:00Z")
+    );
+    assert!(matches!(&writes[2], Write::Node(p) if p.to.reclaiming && p.to.lease.is_some()));
+    assert_eq!(
+        writes[3],
+        Write::DisruptionTarget {
+            pod: Eviction { namespace: "tenant-acme".into(), name: "render-pod".into(), node: "n0".into(), grace_seconds: None },
+            message: "lease tenant-acme/render is reclaimed; its pods are evicted at 2026-11-22T20:03:00Z".into(),
+        }
+    );
+    assert_eq!(notice.wake_at, Some(start));
+    let (v, _) = settle(simulate::apply(&v, &notice), at, 3);
+    // Halfway through the notice nothing more happens.
+    assert!(plan(&v, at + Duration::seconds(30), &settings()).is_empty());
+
+    // At the deadline: Ended, Reclaimed, the pod evicted with no grace, then the node back.
+    let (done, plans) = settle(v, start, 4);
+    let Write::Status(ended) = &plans[0].leases[0].writes[0] else {
+        panic!("{plans:#?}")
+    };
+    assert_eq!(
+        (ended.phase, ended.end_reason),
+        (Some(LeasePhase::Ended), Some(EndReason::Reclaimed))
+    );
+    assert_eq!(
+        ended.ended_at.as_ref().unwrap().as_str(),
+        "2026-11-22T20:03:00Z"
+    );
+    assert!(
+        plans[0].leases[0]
+            .writes
+            .iter()
+            .any(|w| matches!(w, Write::Evict(e) if e.grace_seconds == Some(0)))
+    );
+    assert!(!done.nodes[0].marks.is_tenants());
+}
+
+#[test]
+fn a_restart_never_moves_a_notice_written_before() {
+    let start = now() + Duration::minutes(3);
+    let mut v = reclaim_view(vec![spot("render", "tenant-acme", "4.50")], 1, now());
+    v.reservations.push(window(
+        "launch",
+        start,
+        crate::plan::admission::Keep::Percent(100),
+    ));
+    let (v, _) = settle(v, start - Duration::seconds(60), 3);
+    // Seen again later (a restart), the window since removed: the deadline holds.
+    let mut later = v.clone();
+    later.reservations.clear();
+    let quiet = plan(&later, start - Duration::seconds(10), &settings());
+    assert!(quiet.is_empty(), "{quiet:#?}");
+    assert_eq!(quiet.wake_at, Some(start));
+    // Back only after the deadline passed: reclaimed at once.
+    let late = plan(&later, start + Duration::seconds(40), &settings());
+    let Write::Status(ended) = &late.leases[0].writes[0] else {
+        panic!("{late:#?}")
+    };
+    assert_eq!(ended.end_reason, Some(EndReason::Reclaimed));
+    assert_eq!(
+        ended.ended_at.as_ref().unwrap().as_str(),
+        "2026-11-22T20:03:40Z"
+    );
+}
+
+#[test]
+fn internal_pressure_takes_the_cheapest_spot_lease_first_and_spares_reserved_until_an_emergency() {
+    let mut cheap = spot("cheap", "tenant-acme", "1.00");
+    cheap.created = now() - Duration::minutes(3);
+    let mut dear = spot("dear", "tenant-globex", "4.00");
+    dear.created = now() - Duration::minutes(2);
+    let mut steady = lease(
+        "steady",
+        "tenant-globex",
+        spec(LeaseClass::Reserved, "16", "8h"),
+    );
+    steady.created = now() - Duration::minutes(1);
+    let mut v = reclaim_view(vec![cheap, dear, steady], 3, now());
+    let pending = |since: i64| PendingPod {
+        namespace: "internal".into(),
+        name: "web-7".into(),
+        since: now() - Duration::seconds(since),
+        requests: Resources::new(4000, 8 << 30, 0),
+    };
+    // Pending 10 s: likely for the cheapest, no notice.
+    v.pending = vec![pending(10)];
+    let p = plan(&v, now(), &settings());
+    assert_eq!(p.leases.len(), 1, "{p:#?}");
+    assert_eq!(p.leases[0].name, "cheap");
+    assert_eq!(p.wake_at, Some(now() + Duration::seconds(20)));
+    // Pending 40 s: notice to the cheapest Spot lease only.
+    v.pending = vec![pending(40)];
+    let (after, _) = settle(v.clone(), now(), 3);
+    let phases: Vec<_> = after
+        .leases
+        .iter()
+        .map(|l| (l.name.as_str(), l.status.phase))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            ("cheap", Some(LeasePhase::Reclaiming)),
+            ("dear", Some(LeasePhase::Active)),
+            ("steady", Some(LeasePhase::Active))
+        ]
+    );
+    assert_eq!(
+        lease_of(&after, "cheap").status.reclaim_reason.as_deref(),
+        Some("InternalPressure")
+    );
+    assert_eq!(
+        condition(lease_of(&after, "cheap"), "Reclaiming").2,
+        "1 internal pod(s) cannot be scheduled (internal/web-7) and need cpu 4, memory 8Gi; the tenant's pods are evicted at 2026-11-22T20:01:00Z"
+    );
+    // Still pending past emergencyAfter with every Spot lease taken: the Reserved lease too,
+    // with an SLA credit.
+    let mut urgent = after.clone();
+    urgent.pending = vec![
+        pending(400),
+        PendingPod {
+            name: "web-8".into(),
+            requests: Resources::new(40_000, 0, 0),
+            ..pending(400)
+        },
+    ];
+    let (urgent, _) = settle(urgent, now(), 3);
+    let steady = lease_of(&urgent, "steady");
+    assert_eq!(steady.status.phase, Some(LeasePhase::Reclaiming));
+    assert_eq!(
+        steady.status.reclaim_reason.as_deref(),
+        Some("InternalPressureEmergency")
+    );
+    assert!(
+        steady
+            .status
+            .sla_credit_reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with(
+                "a Reserved lease reclaimed before its term in an emergency: 2 internal pod(s)"
+            ))
+    );
+}
+
+#[test]
+fn a_lease_younger_than_the_minimum_runtime_is_not_reclaimed_for_pressure() {
+    let mut young = spot("young", "tenant-acme", "1.00");
+    young.created = now();
+    let mut v = reclaim_view(vec![young], 1, now() - Duration::minutes(2));
+    if let Ok(settings) = v.settings.as_mut() {
+        settings.minimum_runtime = Duration::minutes(5);
+    }
+    v.pending = vec![PendingPod {
+        namespace: "internal".into(),
+        name: "web-1".into(),
+        since: now() - Duration::minutes(1),
+        requests: Resources::new(1000, 0, 0),
+    }];
+    // Admitted two minutes ago: three to go.
+    let (v, _) = settle(v, now(), 3);
+    assert_eq!(lease_of(&v, "young").status.phase, Some(LeasePhase::Active));
+    let (v, _) = settle(v, now() + Duration::minutes(3) + Duration::seconds(1), 3);
+    assert_eq!(
+        lease_of(&v, "young").status.phase,
+        Some(LeasePhase::Reclaiming)
+    );
+}
+
+#[test]
+fn a_spot_lease_whose_nodes_cost_more_than_its_maximum_ends_after_notice_price_exceeded() {
+    let mut v = reclaim_view(vec![spot("thrifty", "tenant-acme", "0.70")], 2, now());
+    // Internal load fills the other node: utilisation 1, and the spot price doubles.
+    v.nodes[1].pods.push(pod("internal", "web-1"));
+    if let Some(card) = v.rate_card.as_mut() {
+        card.spot_price_rule = Some(offpeak_billing::rate::SpotPriceRule {
+            base_utilisation: Decimal::new(5, 1),
+            sensitivity: Decimal::from(2),
+            floor_multiplier: Decimal::new(5, 1),
+            ceiling_multiplier: Decimal::from(2),
+        });
+    }
+    let (v, _) = settle(v, now(), 3);
+    let thrifty = lease_of(&v, "thrifty");
+    assert_eq!(
+        thrifty.status.reclaim_reason.as_deref(),
+        Some("PriceExceeded")
+    );
+    assert_eq!(
+        condition(thrifty, "Reclaiming").2,
+        "the spot price now makes its 1 node(s) cost 1.28 per hour, above maxPricePerHour 0.70; the tenant's pods are evicted at 2026-11-22T20:01:00Z"
+    );
+    let (done, _) = settle(v, now() + Duration::seconds(60), 4);
+    assert_eq!(
+        lease_of(&done, "thrifty").status.end_reason,
+        Some(EndReason::PriceExceeded)
+    );
+    // The pool's history says how the price moved, for the bill.
+    let history = &done.status.as_ref().unwrap().utilisation_history;
+    let last = history.last().unwrap();
+    assert_eq!(
+        (
+            last.utilisation.as_str(),
+            last.spot_price_per_core_hour.as_ref().map(|m| m.as_str())
+        ),
+        ("0.5", Some("0.04"))
+    );
+}
+
+#[test]
+fn spot_waits_rather_than_be_admitted_into_a_window_it_could_not_get_notice_for() {
+    let mut v = view(
+        vec![node("n0", 16)],
+        vec![spot("late", "tenant-acme", "4.50")],
+    );
+    v.reservations.push(window(
+        "launch",
+        now() + Duration::seconds(90),
+        crate::plan::admission::Keep::Percent(100),
+    ));
+    let (v, _) = settle(v, now(), 3);
+    let late = lease_of(&v, "late");
+    assert_eq!(late.status.phase, Some(LeasePhase::Pending));
+    assert_eq!(
+        condition(late, "Admitted").2,
+        "peak reservation launch lets pool general lend at most 0 node(s) from 2026-11-22T20:01:30Z, sooner than this Spot lease's notice and minimum runtime (120s)"
+    );
+}
+
+#[test]
+fn a_reservation_reports_its_windows_and_says_when_one_starts_and_ends() {
+    let start = now() + Duration::minutes(3);
+    let mut v = view(vec![node("n0", 16), node("n1", 16)], vec![]);
+    let reservation = window("launch", start, crate::plan::admission::Keep::Nodes(1));
+    v.reservations.push(reservation.clone());
+    v.reservation_objects.push(ReservationView {
+        name: "launch".into(),
+        generation: Some(1),
+        reservation: Ok(reservation),
+        status: None,
+    });
+    let (v, plans) = settle(v, now(), 3);
+    let before = plans[0].reservations[0].status.clone().unwrap();
+    assert_eq!(before.active, Some(false));
+    assert_eq!(
+        before.next_start.as_ref().unwrap().as_str(),
+        "2026-11-22T20:03:00Z"
+    );
+    assert_eq!(
+        before.next_end.as_ref().unwrap().as_str(),
+        "2026-11-23T00:03:00Z"
+    );
+    assert_eq!(before.nodes_held, Some(1));
+    assert!(plans[0].reservations[0].events.is_empty());
+    let started = plan(&v, start, &settings());
+    let during = started.reservations[0].status.clone().unwrap();
+    assert_eq!(during.active, Some(true));
+    assert_eq!(
+        started.reservations[0].events,
+        [Note::normal("WindowStarted", "peak reservation window started: keeps 1 of pool general's 2 node(s) internal until 2026-11-23T00:03:00Z".into())]
+    );
+    let (v, _) = settle(simulate::apply(&v, &started), start, 3);
+    let ended = plan(&v, start + Duration::hours(4), &settings());
+    assert_eq!(ended.reservations[0].events[0].reason, "WindowEnded");
 }

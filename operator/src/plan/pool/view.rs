@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
-use offpeak_api::{CapacityLeaseSpec, CapacityLeaseStatus, CapacityPoolStatus, LeasePhase};
+use offpeak_api::{
+    CapacityLeaseSpec, CapacityLeaseStatus, CapacityPoolStatus, LeasePhase, PeakReservationStatus,
+};
 use offpeak_billing::rate::RateCard;
 use rust_decimal::Decimal;
 
@@ -44,6 +46,10 @@ pub struct PoolView {
     /// Every lease that names the pool, in any phase.
     pub leases: Vec<LeaseView>,
     pub reservations: Vec<Reservation>,
+    /// The pool's PeakReservation objects, for their status.
+    pub reservation_objects: Vec<ReservationView>,
+    /// Internal pods of the pool that cannot be scheduled.
+    pub pending: Vec<PendingPod>,
     /// The rate card in force for the pool now.
     pub rate_card: Option<RateCard>,
     /// Tenants by name, with what they owe and have committed outside this pass.
@@ -61,6 +67,36 @@ pub struct PoolSettings {
     pub notice: Duration,
     pub headroom: Option<Keep>,
     pub lending_enabled: bool,
+    pub minimum_runtime: Duration,
+    pub reclaim_advisory: Duration,
+    pub internal_pressure: PressureSettings,
+}
+
+/// When unschedulable internal pods take lent capacity back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PressureSettings {
+    pub unschedulable_for: Duration,
+    pub emergency_after: Duration,
+}
+
+/// A PeakReservation of the pool: its calendar (or why it cannot be read) and its status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReservationView {
+    pub name: String,
+    pub generation: Option<i64>,
+    pub reservation: Result<Reservation, String>,
+    pub status: Option<PeakReservationStatus>,
+}
+
+/// An internal pod of the pool that the scheduler cannot place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingPod {
+    pub namespace: String,
+    pub name: String,
+    /// Since when it has been unschedulable.
+    pub since: DateTime<Utc>,
+    /// What its containers request.
+    pub requests: Resources,
 }
 
 /// A node of the pool.
@@ -104,6 +140,10 @@ pub struct NodeMarks {
     pub tainted_for: Option<String>,
     /// When the node was first seen idle (annotation `offpeak.dev/idle-since`), as written.
     pub idle_since: Option<String>,
+    /// The node goes back soon: Offpeak's own `offpeak.dev/reclaiming` NoSchedule taint keeps
+    /// new tenant pods off it (never the shared `unschedulable`, so Offpeak's cordon is told
+    /// apart from anyone else's).
+    pub reclaiming: bool,
 }
 
 impl NodeMarks {
@@ -115,12 +155,16 @@ impl NodeMarks {
             tenant: Some(tenant.to_string()),
             tainted_for: Some(tenant.to_string()),
             idle_since: None,
+            reclaiming: false,
         }
     }
 
     /// Whether the node carries anything of a tenant.
     pub fn is_tenants(&self) -> bool {
-        self.lease.is_some() || self.tenant.is_some() || self.tainted_for.is_some()
+        self.lease.is_some()
+            || self.tenant.is_some()
+            || self.tainted_for.is_some()
+            || self.reclaiming
     }
 }
 
