@@ -212,7 +212,12 @@ async fn run_size(n: usize, args: &Args) -> anyhow::Result<Row> {
     plane.install_crds(&offpeak_api::crds()).await?;
     let admin = plane.client().await?;
     nodes(&admin, n, concurrency).await?;
-    let operator = OperatorProcess::start(&plane, env!("CARGO_BIN_EXE_offpeak").as_ref(), plane.dir(), &[])?;
+    let operator = OperatorProcess::start(
+        &plane,
+        env!("CARGO_BIN_EXE_offpeak").as_ref(),
+        plane.dir(),
+        &[],
+    )?;
     operator.ready().await?;
     eprintln!("pool_scale: N={n}: operator ready; booking the pool, rate card and tenant");
     let create = PostParams::default();

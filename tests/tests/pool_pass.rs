@@ -24,7 +24,6 @@ use tokio::sync::OnceCell;
 
 type TestResult = anyhow::Result<()>;
 
-
 /// Every write request of the operator's user.
 const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
 kind: Policy

@@ -297,6 +297,59 @@ mod tests {
         );
     }
 
+    fn nightly_berlin(start: u32, end: u32) -> Calendar {
+        Calendar {
+            schedule: Schedule::Recurring {
+                days: vec![Weekday::Sun],
+                start: NaiveTime::from_hms_opt(start, 0, 0).unwrap(),
+                end: NaiveTime::from_hms_opt(end, 0, 0).unwrap(),
+                zone: chrono_tz::Europe::Berlin,
+            },
+            valid_from: None,
+            valid_until: None,
+        }
+    }
+
+    #[test]
+    fn a_window_on_the_night_clocks_go_forward_is_as_short_as_the_wall_clock_says() {
+        // 01:00 to 05:00 on Sun 2026-03-29: the clock skips 02:00-03:00, so three hours.
+        let windows =
+            nightly_berlin(1, 5).windows(range("2026-03-28T12:00:00Z", "2026-03-30T00:00:00Z"));
+        assert_eq!(
+            windows,
+            vec![range("2026-03-29T00:00:00Z", "2026-03-29T03:00:00Z")]
+        );
+        assert_eq!(windows[0].end - windows[0].start, Duration::hours(3));
+    }
+
+    #[test]
+    fn a_window_on_the_night_clocks_go_back_is_as_long_as_the_wall_clock_says() {
+        // 01:00 to 05:00 on Sun 2026-10-25: the clock repeats 02:00-03:00, so five hours.
+        let windows =
+            nightly_berlin(1, 5).windows(range("2026-10-24T12:00:00Z", "2026-10-26T00:00:00Z"));
+        assert_eq!(
+            windows,
+            vec![range("2026-10-24T23:00:00Z", "2026-10-25T04:00:00Z")]
+        );
+        assert_eq!(windows[0].end - windows[0].start, Duration::hours(5));
+        // A start inside the repeated hour takes its first occurrence (the window is never
+        // shortened): 02:30 CEST = 00:30Z.
+        let repeated = Calendar {
+            schedule: Schedule::Recurring {
+                days: vec![Weekday::Sun],
+                start: NaiveTime::from_hms_opt(2, 30, 0).unwrap(),
+                end: NaiveTime::from_hms_opt(4, 0, 0).unwrap(),
+                zone: chrono_tz::Europe::Berlin,
+            },
+            valid_from: None,
+            valid_until: None,
+        };
+        assert_eq!(
+            repeated.windows(range("2026-10-24T12:00:00Z", "2026-10-26T00:00:00Z")),
+            vec![range("2026-10-25T00:30:00Z", "2026-10-25T03:00:00Z")]
+        );
+    }
+
     #[test]
     fn overnight_windows_run_into_the_next_day_and_merge() {
         let cal = Calendar {

@@ -1,0 +1,329 @@
+//! Cluster-scale bench of reclaim: K one-node Spot leases, each running a tenant pod, all
+//! given notice at once by a peak reservation window; how long after the deadline each node
+//! is back for internal pods (no tenant label or taint left), and how long until the
+//! internal pods waiting for the pool run there. The operator runs as its own release
+//! process; the baseline measured in the same run is the scheduler and kwok alone: the
+//! internal Deployment's pods on free nodes of the same size.
+//!
+//!     cargo bench -p offpeak --bench reclaim_delay [-- K... [--notice SECONDS] [--out FILE]]
+//!
+//! K defaults to 1 and 20; the table is printed and saved as CSV (default
+//! `target/reclaim_delay.csv`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, ResourceExt};
+use offpeak::names::{LEASE, RECLAIMING, TENANT};
+use offpeak_api::{CapacityLease, LeasePhase};
+use offpeak_testenv::{ControlPlane, NodeSpec};
+use offpeak_tests::fixtures::{eventually_value, lease, pool_with, tenant, wait_phase};
+use offpeak_tests::operator::OperatorProcess;
+use offpeak_tests::{deployment, wait_running};
+use serde_json::json;
+
+struct Row {
+    leases: usize,
+    node_back_p50: f64,
+    node_back_max: f64,
+    internal_running_p50: f64,
+    internal_running_max: f64,
+    baseline_running: f64,
+}
+
+fn lent(node: &Node) -> bool {
+    node.labels().contains_key(LEASE)
+        || node.labels().contains_key(TENANT)
+        || node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|ts| ts.iter().any(|t| t.key == TENANT || t.key == RECLAIMING))
+}
+
+fn quantiles(mut samples: Vec<f64>) -> (f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    let median = samples.get(samples.len() / 2).copied().unwrap_or(0.0);
+    (median, samples.last().copied().unwrap_or(0.0))
+}
+
+fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    (to - from).num_milliseconds() as f64 / 1000.0
+}
+
+/// An internal Deployment of `replicas` pods of 12 cores on nodes labelled `pool`.
+fn internal(name: &str, pool: &str, replicas: i32) -> Deployment {
+    let mut d = deployment(
+        name,
+        replicas,
+        Some(BTreeMap::from([(
+            "offpeak.dev/test-pool".to_string(),
+            pool.to_string(),
+        )])),
+    );
+    if let Some(spec) = d.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+        spec.containers[0].resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+            requests: Some(BTreeMap::from([(
+                "cpu".to_string(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity("12".into()),
+            )])),
+            ..Default::default()
+        });
+    }
+    d
+}
+
+/// When each pod matching `selector` was first seen Running.
+fn watch_running(
+    client: &Client,
+    namespace: &str,
+    selector: &str,
+) -> Arc<Mutex<HashMap<String, DateTime<Utc>>>> {
+    let seen: Arc<Mutex<HashMap<String, DateTime<Utc>>>> = Arc::default();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let config = watcher::Config::default().labels(selector);
+    let out = seen.clone();
+    tokio::spawn(async move {
+        watcher::watcher(pods, config)
+            .for_each(|event| {
+                if let Ok(Event::Apply(p) | Event::InitApply(p)) = event
+                    && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                    && let Ok(mut seen) = out.lock()
+                {
+                    seen.entry(p.name_any()).or_insert_with(Utc::now);
+                }
+                futures::future::ready(())
+            })
+            .await;
+    });
+    seen
+}
+
+async fn run(k: usize, notice: u64) -> anyhow::Result<Row> {
+    eprintln!("reclaim_delay: K={k}: starting a control plane");
+    let plane = ControlPlane::start().await?;
+    plane.install_crds(&offpeak_api::crds()).await?;
+    let admin = plane.client().await?;
+    let mut operator = OperatorProcess::start(
+        &plane,
+        env!("CARGO_BIN_EXE_offpeak").as_ref(),
+        plane.dir(),
+        &[],
+    )?;
+    operator.ready().await?;
+
+    // The baseline: the same internal pods on free nodes of another pool.
+    plane
+        .create_nodes(&NodeSpec {
+            name_prefix: "free".into(),
+            count: k,
+            labels: BTreeMap::from([("offpeak.dev/test-pool".to_string(), "free".to_string())]),
+            ..Default::default()
+        })
+        .await?;
+    plane.create_namespace("internal").await?;
+    let started = Utc::now();
+    let running = watch_running(&admin, "internal", "app=baseline");
+    Api::<Deployment>::namespaced(admin.clone(), "internal")
+        .create(
+            &PostParams::default(),
+            &internal("baseline", "free", k as i32),
+        )
+        .await?;
+    wait_running(
+        &Api::namespaced(admin.clone(), "internal"),
+        "app=baseline",
+        k,
+        Duration::from_secs(120),
+    )
+    .await?;
+    let baseline = running
+        .lock()
+        .map(|r| r.values().map(|t| seconds(started, *t)).fold(0.0, f64::max))
+        .unwrap_or(0.0);
+
+    let nodes = pool_with(
+        &plane,
+        "reclaim",
+        k,
+        json!({"noticePeriod": format!("{notice}s")}),
+        json!({}),
+    )
+    .await?;
+    let user = tenant(&plane, "bench-r", &["reclaim"]).await?;
+    let leases: Api<CapacityLease> = Api::namespaced(user.clone(), "bench-r");
+    for i in 0..k {
+        leases
+            .create(
+                &PostParams::default(),
+                &lease(&format!("l{i:02}"), "reclaim", "Spot", "16", "8h"),
+            )
+            .await?;
+    }
+    for i in 0..k {
+        wait_phase(&leases, &format!("l{i:02}"), LeasePhase::Active).await?;
+    }
+    Api::<Deployment>::namespaced(user.clone(), "bench-r")
+        .create(&PostParams::default(), &deployment("job", k as i32, None))
+        .await?;
+    wait_running(
+        &Api::namespaced(admin.clone(), "bench-r"),
+        "app=job",
+        k,
+        Duration::from_secs(120),
+    )
+    .await?;
+
+    // Watch the nodes and the internal pods that wait for them.
+    let back: Arc<Mutex<HashMap<String, DateTime<Utc>>>> = Arc::default();
+    {
+        let back = back.clone();
+        let api: Api<Node> = Api::all(admin.clone());
+        let config = watcher::Config::default().labels("offpeak.dev/test-pool=reclaim");
+        tokio::spawn(async move {
+            watcher::watcher(api, config)
+                .for_each(|event| {
+                    if let Ok(Event::Apply(n)) = event
+                        && !lent(&n)
+                        && let Ok(mut back) = back.lock()
+                    {
+                        back.entry(n.name_any()).or_insert_with(Utc::now);
+                    }
+                    futures::future::ready(())
+                })
+                .await;
+        });
+    }
+    let running = watch_running(&admin, "internal", "app=web");
+    Api::<Deployment>::namespaced(admin.clone(), "internal")
+        .create(
+            &PostParams::default(),
+            &internal("web", "reclaim", k as i32),
+        )
+        .await?;
+    let start = chrono::SubsecRound::trunc_subsecs(
+        Utc::now() + chrono::Duration::seconds(notice as i64 + 5),
+        0,
+    );
+    let at = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    Api::<offpeak_api::PeakReservation>::all(admin.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "offpeak.dev/v1alpha1", "kind": "PeakReservation",
+                "metadata": {"name": "peak"},
+                "spec": {"pool": "reclaim", "keep": {"percent": 100},
+                         "window": {"start": at(start), "end": at(start + chrono::Duration::hours(1))}},
+            }))?,
+        )
+        .await?;
+    eprintln!(
+        "reclaim_delay: K={k}: window at {}; waiting for the nodes",
+        at(start)
+    );
+    wait_running(
+        &Api::namespaced(admin.clone(), "internal"),
+        "app=web",
+        k,
+        Duration::from_secs(notice + 120),
+    )
+    .await?;
+    let deadlines: Vec<DateTime<Utc>> = leases
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter_map(|l| l.status.as_ref()?.reclaim_deadline.as_ref())
+        .filter_map(|t| DateTime::parse_from_rfc3339(t.as_str()).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .collect();
+    anyhow::ensure!(
+        deadlines.len() == k && deadlines.iter().all(|d| *d == start),
+        "every deadline is the window's start: {deadlines:?}"
+    );
+    let back = eventually_value("every node seen back", || async {
+        let back = back.lock().map(|b| b.clone()).unwrap_or_default();
+        Ok((nodes.iter().all(|n| back.contains_key(n))).then_some(back))
+    })
+    .await?;
+    let running = running.lock().map(|r| r.clone()).unwrap_or_default();
+    let (node_back_p50, node_back_max) =
+        quantiles(back.values().map(|t| seconds(start, *t)).collect());
+    let (internal_running_p50, internal_running_max) =
+        quantiles(running.values().map(|t| seconds(start, *t)).collect());
+    operator.kill();
+    Ok(Row {
+        leases: k,
+        node_back_p50,
+        node_back_max,
+        internal_running_p50,
+        internal_running_max,
+        baseline_running: baseline,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut sizes = Vec::new();
+    let mut notice = 20;
+    let mut out = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/reclaim_delay.csv"
+    ));
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--notice" => notice = args.next().unwrap_or_default().parse()?,
+            "--out" => out = PathBuf::from(args.next().unwrap_or_default()),
+            other => sizes.extend(other.parse::<usize>().ok()),
+        }
+    }
+    if sizes.is_empty() {
+        sizes = vec![1, 20];
+    }
+    let mut rows = Vec::new();
+    for k in sizes {
+        rows.push(run(k, notice).await?);
+    }
+    println!(
+        "\n| leases reclaimed at once | deadline → node back p50 / max | deadline → internal pods Running p50 / max | baseline: internal pods Running on free nodes (max) |"
+    );
+    println!("|---|---|---|---|");
+    let mut csv = String::from(
+        "leases,node_back_p50_s,node_back_max_s,internal_running_p50_s,internal_running_max_s,baseline_running_max_s\n",
+    );
+    for r in &rows {
+        println!(
+            "| {} | {:.2} s / {:.2} s | {:.2} s / {:.2} s | {:.2} s |",
+            r.leases,
+            r.node_back_p50,
+            r.node_back_max,
+            r.internal_running_p50,
+            r.internal_running_max,
+            r.baseline_running
+        );
+        csv.push_str(&format!(
+            "{},{:.3},{:.3},{:.3},{:.3},{:.3}\n",
+            r.leases,
+            r.node_back_p50,
+            r.node_back_max,
+            r.internal_running_p50,
+            r.internal_running_max,
+            r.baseline_running
+        ));
+    }
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&out, csv)?;
+    println!("\nSaved as {}", out.display());
+    Ok(())
+}
