@@ -31,3 +31,5 @@ pub const TENANT_PREEMPTION: &str = "Never";
 pub const CONFINEMENT_POLICY: &str = "offpeak-tenant-confinement";
 /// The MutatingWebhookConfiguration that places tenant pods on their nodes.
 pub const CONFINEMENT_WEBHOOK: &str = "offpeak-tenant-pods";
+/// The MutatingWebhookConfiguration that gives new leases their finalizer.
+pub const LEASE_WEBHOOK: &str = "offpeak-leases";

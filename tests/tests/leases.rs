@@ -53,12 +53,17 @@ async fn a_lease_is_admitted_bound_confined_and_returned_with_quota_following() 
 
     // The tenant rents 32 cores: two whole 16-core nodes.
     let leases: Api<CapacityLease> = Api::namespaced(alice.clone(), "acme-a");
-    leases
+    let created = leases
         .create(
             &PostParams::default(),
             &lease("render", "lease-a", "Spot", "32", "1h"),
         )
         .await?;
+    // The finalizer comes with the create (the lease webhook), not as a write of its own.
+    assert_eq!(
+        created.finalizers(),
+        [offpeak::names::FINALIZER.to_string()]
+    );
     let active = wait_phase(&leases, "render", LeasePhase::Active).await?;
     let status = active.status.clone().expect("status");
     let bound: Vec<String> = status.bound_nodes.iter().map(|n| n.to_string()).collect();

@@ -24,7 +24,7 @@ use kube::runtime::watcher::{self, watcher};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::names::{FIELD_MANAGER, TENANT};
+use crate::names::{FIELD_MANAGER, FINALIZER, TENANT};
 
 /// The webhook's serving certificate, key and the CA that signed it (the `caBundle`).
 #[derive(Clone)]
@@ -71,6 +71,12 @@ pub async fn install(
         Api::all(client.clone()),
         &params,
         policy::confinement_webhook(endpoint, ca_pem),
+    )
+    .await?;
+    apply(
+        Api::all(client.clone()),
+        &params,
+        policy::lease_webhook(endpoint, ca_pem),
     )
     .await?;
     Ok(())
@@ -130,6 +136,7 @@ pub async fn serve(
         .with_single_cert(certs, key)?;
     let app = Router::new()
         .route(policy::MUTATE_PODS_PATH, post(mutate_pod))
+        .route(policy::MUTATE_LEASES_PATH, post(mutate_lease))
         .with_state(WebhookState {
             client,
             namespaces,
@@ -157,6 +164,48 @@ async fn mutate_pod(
         }
     };
     Json(review_pod(&state, &request).await.into_review())
+}
+
+/// A new lease gets the finalizer that makes its nodes come back before it goes.
+async fn mutate_lease(
+    Json(review): Json<AdmissionReview<DynamicObject>>,
+) -> Json<AdmissionReview<DynamicObject>> {
+    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(request) => request,
+        Err(e) => {
+            tracing::warn!(error = %e, "malformed admission review");
+            return Json(AdmissionResponse::invalid(e.to_string()).into_review());
+        }
+    };
+    let response = AdmissionResponse::from(&request);
+    let Some(lease) = &request.object else {
+        return Json(response.into_review());
+    };
+    let finalizers = lease.metadata.finalizers.clone().unwrap_or_default();
+    if finalizers.iter().any(|f| f == FINALIZER) {
+        return Json(response.into_review());
+    }
+    let op = if lease.metadata.finalizers.is_none() {
+        json_patch::PatchOperation::Add(json_patch::AddOperation {
+            path: json_patch::jsonptr::PointerBuf::parse("/metadata/finalizers")
+                .unwrap_or_default(),
+            value: serde_json::json!([FINALIZER]),
+        })
+    } else {
+        json_patch::PatchOperation::Add(json_patch::AddOperation {
+            path: json_patch::jsonptr::PointerBuf::parse("/metadata/finalizers/-")
+                .unwrap_or_default(),
+            value: serde_json::json!(FINALIZER),
+        })
+    };
+    match response.clone().with_patch(json_patch::Patch(vec![op])) {
+        Ok(patched) => Json(patched.into_review()),
+        Err(e) => Json(
+            response
+                .deny(format!("cannot encode the finalizer patch: {e}"))
+                .into_review(),
+        ),
+    }
 }
 
 async fn review_pod(state: &WebhookState, request: &AdmissionRequest<Pod>) -> AdmissionResponse {

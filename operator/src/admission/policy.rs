@@ -17,8 +17,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelecto
 use kube::api::ObjectMeta;
 
 use crate::names::{
-    CONFINEMENT_POLICY, CONFINEMENT_WEBHOOK, TENANT, TENANT_PREEMPTION, TENANT_PRIORITY,
-    TENANT_PRIORITY_CLASS,
+    CONFINEMENT_POLICY, CONFINEMENT_WEBHOOK, LEASE_WEBHOOK, TENANT, TENANT_PREEMPTION,
+    TENANT_PRIORITY, TENANT_PRIORITY_CLASS,
 };
 
 fn meta(name: &str) -> ObjectMeta {
@@ -152,13 +152,11 @@ pub enum WebhookEndpoint {
 
 pub const MUTATE_PODS_PATH: &str = "/mutate-tenant-pods";
 
-pub fn confinement_webhook(
-    endpoint: &WebhookEndpoint,
-    ca_pem: &str,
-) -> MutatingWebhookConfiguration {
-    let client_config = match endpoint {
+/// Where the API server sends admission reviews of `path`.
+fn client_config(endpoint: &WebhookEndpoint, ca_pem: &str, path: &str) -> WebhookClientConfig {
+    match endpoint {
         WebhookEndpoint::Url(base) => WebhookClientConfig {
-            url: Some(format!("{}{MUTATE_PODS_PATH}", base.trim_end_matches('/'))),
+            url: Some(format!("{}{path}", base.trim_end_matches('/'))),
             ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
             service: None,
         },
@@ -172,17 +170,23 @@ pub fn confinement_webhook(
             service: Some(ServiceReference {
                 namespace: namespace.clone(),
                 name: name.clone(),
-                path: Some(MUTATE_PODS_PATH.to_string()),
+                path: Some(path.to_string()),
                 port: Some(*port),
             }),
         },
-    };
+    }
+}
+
+pub fn confinement_webhook(
+    endpoint: &WebhookEndpoint,
+    ca_pem: &str,
+) -> MutatingWebhookConfiguration {
     MutatingWebhookConfiguration {
         metadata: meta(CONFINEMENT_WEBHOOK),
         webhooks: Some(vec![MutatingWebhook {
             name: "tenant-pods.offpeak.dev".to_string(),
             admission_review_versions: vec!["v1".to_string()],
-            client_config,
+            client_config: client_config(endpoint, ca_pem, MUTATE_PODS_PATH),
             failure_policy: Some("Fail".to_string()),
             side_effects: "None".to_string(),
             namespace_selector: Some(tenant_namespaces()),
@@ -195,6 +199,34 @@ pub fn confinement_webhook(
             }]),
             timeout_seconds: Some(5),
             reinvocation_policy: Some("IfNeeded".to_string()),
+            ..Default::default()
+        }]),
+    }
+}
+
+pub const MUTATE_LEASES_PATH: &str = "/mutate-leases";
+
+/// New leases get the finalizer that makes their nodes come back before they go, as they
+/// are created: one write less per lease than adding it afterwards. When the webhook is
+/// unreachable the lease is created without it (failurePolicy Ignore) and the pool pass
+/// adds it before the lease can be admitted.
+pub fn lease_webhook(endpoint: &WebhookEndpoint, ca_pem: &str) -> MutatingWebhookConfiguration {
+    MutatingWebhookConfiguration {
+        metadata: meta(LEASE_WEBHOOK),
+        webhooks: Some(vec![MutatingWebhook {
+            name: "leases.offpeak.dev".to_string(),
+            admission_review_versions: vec!["v1".to_string()],
+            client_config: client_config(endpoint, ca_pem, MUTATE_LEASES_PATH),
+            failure_policy: Some("Ignore".to_string()),
+            side_effects: "None".to_string(),
+            rules: Some(vec![RuleWithOperations {
+                api_groups: Some(vec!["offpeak.dev".to_string()]),
+                api_versions: Some(vec!["v1alpha1".to_string()]),
+                operations: Some(vec!["CREATE".to_string()]),
+                resources: Some(vec!["capacityleases".to_string()]),
+                scope: Some("Namespaced".to_string()),
+            }]),
+            timeout_seconds: Some(2),
             ..Default::default()
         }]),
     }
