@@ -29,6 +29,12 @@ use crate::units::Timestamp;
     printcolumn(name = "Total", type_ = "string", json_path = ".spec.totals.total"),
     printcolumn(name = "Currency", type_ = "string", json_path = ".spec.currency"),
     printcolumn(
+        name = "As Of",
+        type_ = "string",
+        json_path = ".spec.asOf",
+        priority = 1
+    ),
+    printcolumn(
         name = "Tenant",
         type_ = "string",
         json_path = ".spec.tenant",
@@ -60,6 +66,10 @@ pub struct UsageBillSpec {
     /// When the bill was finalized; set with state Finalized.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finalized_at: Option<Timestamp>,
+    /// The instant the bill counts up to: now, refreshed every minute or so, while Open;
+    /// the period's end once Finalized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<Timestamp>,
     /// ISO 4217 currency of every amount on the bill.
     pub currency: Currency,
     /// What was used, one line per lease, resource and price in force. At most 5000.

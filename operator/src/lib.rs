@@ -6,6 +6,7 @@ pub mod controllers;
 pub mod desired;
 pub mod error;
 pub mod local;
+pub mod meter;
 pub mod names;
 pub mod observe;
 pub mod plan;

@@ -29,10 +29,12 @@ pub async fn start(plane: &ControlPlane, settings: Settings) -> anyhow::Result<L
     start_as(plane, plane.kubeconfig_path(), settings).await
 }
 
-/// Settings for tests: the cost estimate refreshed every `refresh`, tenants applied again
-/// as often.
+/// Settings for tests: the cost estimate and bills refreshed every `refresh`, tenants
+/// applied again as often, the ledger an SQLite file in the control plane's folder.
 pub fn settings(refresh: Duration) -> Settings {
     let mut settings = Settings::default();
+    settings.bills.ledger = String::new();
+    settings.bills.refresh = refresh;
     settings.plan.cost_refresh =
         chrono::Duration::from_std(refresh).unwrap_or(chrono::Duration::minutes(5));
     settings.tenant_resync = refresh;
@@ -47,6 +49,10 @@ pub async fn start_as(
     settings: Settings,
 ) -> anyhow::Result<LocalOperator> {
     plane.install_crds(&offpeak_api::crds()).await?;
+    let mut settings = settings;
+    if settings.bills.ledger.is_empty() {
+        settings.bills.ledger = format!("sqlite://{}/ledger.db?mode=rwc", plane.dir().display());
+    }
     let webhook = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
     let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
     let cert = plane.serving_certificate(&["localhost"], &[webhook.ip()])?;

@@ -69,6 +69,21 @@ struct RunArgs {
     /// it is also refreshed at every transition. The UsageBill is the exact figure.
     #[arg(long, default_value = "5m", value_parser = demo::parse_duration)]
     cost_refresh: std::time::Duration,
+    /// The billing ledger: an SQLite file (sqlite://PATH?mode=rwc, for one replica) or
+    /// PostgreSQL (postgres://USER:PASSWORD@HOST:PORT/DB, for several).
+    #[arg(
+        long,
+        default_value = "sqlite://offpeak-ledger.db?mode=rwc",
+        env = "OFFPEAK_LEDGER"
+    )]
+    ledger: String,
+    /// How often each tenant's open UsageBill is refreshed at most.
+    #[arg(long, default_value = "1m", value_parser = demo::parse_duration)]
+    bill_refresh: std::time::Duration,
+    /// How long after its period ends a bill is finalized (late facts after that become
+    /// corrections on the next bill).
+    #[arg(long, default_value = "1h", value_parser = demo::parse_duration)]
+    bill_grace: std::time::Duration,
 }
 
 #[tokio::main]
@@ -134,6 +149,9 @@ fn options(args: RunArgs) -> anyhow::Result<Options> {
             let mut settings = Settings::default();
             settings.plan.starvation_guard = chrono::Duration::from_std(args.starvation_guard)?;
             settings.plan.cost_refresh = chrono::Duration::from_std(args.cost_refresh)?;
+            settings.bills.ledger = args.ledger;
+            settings.bills.refresh = args.bill_refresh;
+            settings.bills.grace = chrono::Duration::from_std(args.bill_grace)?;
             settings
         },
     })

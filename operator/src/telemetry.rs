@@ -47,6 +47,14 @@ pub struct Metrics {
     pub unreadable: IntCounterVec,
     pub plan_writes: HistogramVec,
     pub pass_seconds: HistogramVec,
+    pub facts_pending: prometheus::IntGauge,
+    pub facts_written: prometheus::IntCounter,
+    pub meter_refused: IntCounterVec,
+    pub ledger_seconds: prometheus::Histogram,
+    pub ledger_errors: prometheus::IntCounter,
+    pub meter_last_success: prometheus::IntGauge,
+    pub billed_seconds: IntGaugeVec,
+    pub billed_amount: prometheus::GaugeVec,
 }
 
 impl Metrics {
@@ -113,6 +121,59 @@ impl Metrics {
             &["phase"],
         )?;
         registry.register(Box::new(pass_seconds.clone()))?;
+        let facts_pending = prometheus::IntGauge::new(
+            "facts_pending",
+            "Billing facts recorded in the cluster and not yet in the ledger",
+        )?;
+        let facts_written = prometheus::IntCounter::new(
+            "facts_written_total",
+            "Billing facts appended to the ledger for the first time",
+        )?;
+        let meter_refused = IntCounterVec::new(
+            Opts::new(
+                "meter_refused_total",
+                "Objects whose billing facts could not be derived or were refused by the ledger, by kind",
+            ),
+            &["kind"],
+        )?;
+        let ledger_seconds = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "ledger_write_seconds",
+                "How long an append to the ledger takes",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+        )?;
+        let ledger_errors = prometheus::IntCounter::new(
+            "ledger_errors_total",
+            "Times the ledger could not be reached or written",
+        )?;
+        let meter_last_success = prometheus::IntGauge::new(
+            "meter_last_success_timestamp_seconds",
+            "When the meter last wrote every pending fact (Unix seconds)",
+        )?;
+        let billed_seconds = IntGaugeVec::new(
+            Opts::new(
+                "billed_seconds",
+                "Lease-seconds of CPU on each tenant's open bill",
+            ),
+            &["tenant"],
+        )?;
+        let billed_amount = prometheus::GaugeVec::new(
+            Opts::new("billed_amount", "The total of each tenant's open bill"),
+            &["tenant", "currency"],
+        )?;
+        for metric in [
+            Box::new(facts_pending.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(facts_written.clone()),
+            Box::new(meter_refused.clone()),
+            Box::new(ledger_seconds.clone()),
+            Box::new(ledger_errors.clone()),
+            Box::new(meter_last_success.clone()),
+            Box::new(billed_seconds.clone()),
+            Box::new(billed_amount.clone()),
+        ] {
+            registry.register(metric)?;
+        }
         registry.register(Box::new(writes.clone()))?;
         registry.register(Box::new(unreadable.clone()))?;
         registry.register(Box::new(plan_writes.clone()))?;
@@ -132,6 +193,14 @@ impl Metrics {
             unreadable,
             plan_writes,
             pass_seconds,
+            facts_pending,
+            facts_written,
+            meter_refused,
+            ledger_seconds,
+            ledger_errors,
+            meter_last_success,
+            billed_seconds,
+            billed_amount,
         })
     }
 

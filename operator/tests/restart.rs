@@ -9,6 +9,8 @@ use chrono::{DateTime, Utc};
 use kube::api::{Api, PostParams};
 use offpeak_api::{CapacityLease, CapacityLeaseStatus, EndReason, LeasePhase};
 use offpeak_testenv::ControlPlane;
+#[allow(unused_imports)]
+use offpeak_tests::fixtures::pool_with_nodes;
 use offpeak_tests::fixtures::*;
 use offpeak_tests::operator::OperatorProcess;
 use serde_json::json;
@@ -153,4 +155,93 @@ fn tempfile_dir(plane: &ControlPlane, name: &str) -> std::path::PathBuf {
     let dir = plane.dir().join(name);
     let _ = std::fs::create_dir_all(&dir);
     dir
+}
+
+#[path = "../../billing/tests/support/postgres.rs"]
+mod postgres;
+
+/// A lease billed across a SIGKILL and a 30 s outage of the operator, on the ledger `ledger`
+/// (or the default SQLite file when none): its bill counts every second from admission to
+/// end once, the outage included.
+async fn billed_across_a_crash(ledger: Option<String>) -> anyhow::Result<()> {
+    let plane = ControlPlane::start().await?;
+    plane.install_crds(&offpeak_api::crds()).await?;
+    let dir = tempfile_dir(&plane, "billing");
+    let mut flags = vec!["--bill-refresh=2s".to_string()];
+    if let Some(url) = &ledger {
+        flags.push(format!("--ledger={url}"));
+    }
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut operator =
+        OperatorProcess::start(&plane, env!("CARGO_BIN_EXE_offpeak").as_ref(), &dir, &flags)?;
+    operator.ready().await?;
+    pool_with_nodes(&plane, "crash", 1).await?;
+    let user = tenant(&plane, "acme-cr", &["crash"]).await?;
+    let leases: Api<CapacityLease> = Api::namespaced(user.clone(), "acme-cr");
+    leases
+        .create(
+            &PostParams::default(),
+            &lease("job", "crash", "Spot", "16", "1h"),
+        )
+        .await?;
+    let admitted = instant(
+        &wait_phase(&leases, "job", LeasePhase::Active)
+            .await?
+            .status
+            .expect("status")
+            .admitted_at,
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    operator.kill();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    operator.restart()?;
+    operator.ready().await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    leases.delete("job", &Default::default()).await?;
+    let ended = instant(
+        &wait_phase(&leases, "job", LeasePhase::Ended)
+            .await?
+            .status
+            .expect("status")
+            .ended_at,
+    );
+    let seconds = (ended - admitted).num_seconds();
+    assert!(
+        seconds >= 36,
+        "the lease ran {seconds}s, the outage included"
+    );
+    let bills: Api<offpeak_api::UsageBill> = Api::namespaced(user, "acme-cr");
+    let name = format!("acme-cr-{}", Utc::now().format("%Y-%m"));
+    let bill = eventually_value("the bill to carry the lease to its end", || async {
+        Ok(bills.get_opt(&name).await?.filter(|b| {
+            b.spec.lines.iter().any(|l| {
+                l.item == offpeak_api::LineItem::Cpu && instant(&Some(l.end.clone())) == ended
+            })
+        }))
+    })
+    .await?;
+    let cpu: Vec<_> = bill
+        .spec
+        .lines
+        .iter()
+        .filter(|l| l.item == offpeak_api::LineItem::Cpu)
+        .collect();
+    let billed: i64 = cpu
+        .iter()
+        .map(|l| (instant(&Some(l.end.clone())) - instant(&Some(l.start.clone()))).num_seconds())
+        .sum();
+    assert_eq!(billed, seconds, "every second once: {cpu:#?}");
+    assert_eq!(instant(&Some(cpu[0].start.clone())), admitted);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_lease_billed_across_a_crash_counts_every_second_once() -> anyhow::Result<()> {
+    billed_across_a_crash(None).await
+}
+
+#[tokio::test]
+async fn the_same_with_the_ledger_on_postgresql() -> anyhow::Result<()> {
+    let server = postgres::TempPostgres::start();
+    billed_across_a_crash(Some(server.fresh_database())).await
 }

@@ -116,7 +116,20 @@ pub async fn tenant(plane: &ControlPlane, name: &str, pools: &[&str]) -> anyhow:
         || async { Ok(accounts.get_opt("default").await?.is_some()) },
     )
     .await?;
-    Ok(plane.user_client(&format!("{name}-user"), &[]).await?)
+    // And the tenant's people may work there (the operator binds them moments later).
+    let user = plane.user_client(&format!("{name}-user"), &[]).await?;
+    let reviews: Api<k8s_openapi::api::authorization::v1::SelfSubjectAccessReview> =
+        Api::all(user.clone());
+    eventually(&format!("tenant {name}'s user may create leases"), || async {
+        let review = from_json(json!({
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {"namespace": name, "verb": "create", "group": "offpeak.dev", "resource": "capacityleases"}},
+        }));
+        let answer = reviews.create(&PostParams::default(), &review).await?;
+        Ok(answer.status.is_some_and(|s| s.allowed))
+    })
+    .await?;
+    Ok(user)
 }
 
 pub fn lease(name: &str, pool: &str, class: &str, cpu: &str, duration: &str) -> CapacityLease {

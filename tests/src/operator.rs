@@ -54,6 +54,12 @@ impl OperatorProcess {
             format!("--webhook-url=https://{webhook}"),
             format!("--webhook-cert-dir={}", certs.display()),
         ];
+        if !extra.iter().any(|a| a.starts_with("--ledger")) {
+            args.push(format!(
+                "--ledger=sqlite://{}/ledger.db?mode=rwc",
+                dir.display()
+            ));
+        }
         args.extend(extra.iter().map(|a| a.to_string()));
         let log = dir.join("operator.log");
         let child = spawn(binary, &args, &kubeconfig, &log)?;

@@ -52,12 +52,12 @@ async fn harness() -> anyhow::Result<&'static Harness> {
             })
             .await?;
             let kubeconfig = plane.user_kubeconfig(OPERATOR_USER, &["system:masters"])?;
-            let operator = offpeak::local::start_as(
-                &plane,
-                &kubeconfig,
-                offpeak::controllers::Settings::default(),
-            )
-            .await?;
+            // Default settings, but for bills: refreshed every minute, they would be the
+            // one write of a steady minute (the ledger lives in the plane's folder).
+            let mut settings = offpeak::controllers::Settings::default();
+            settings.bills.ledger = String::new();
+            settings.bills.refresh = Duration::from_secs(600);
+            let operator = offpeak::local::start_as(&plane, &kubeconfig, settings).await?;
             anyhow::Ok(Harness {
                 plane,
                 metrics: operator.metrics,

@@ -346,8 +346,10 @@ pub struct Unreadable {
 pub fn start(
     client: &Client,
     metrics: Arc<Metrics>,
+    meter: Arc<crate::meter::Meter>,
 ) -> (
     Stores,
+    Triggers,
     TriggerStreams,
     impl std::future::Future<Output = ()>,
     UnboundedReceiver<Unreadable>,
@@ -471,12 +473,14 @@ pub fn start(
     let pool_task = {
         let stores = stores.clone();
         let triggers = triggers.clone();
+        let meter = meter.clone();
         watch_guarded(
             client,
             pools_w,
             unreadable_tx.clone(),
             metrics.clone(),
             move |event| {
+                meter.nudge();
                 for pool in touched(event) {
                     triggers.pools([ObjectRef::from_obj(pool)]);
                     // Leases of a pool that comes or goes change hands between controllers.
@@ -497,12 +501,14 @@ pub fn start(
     let lease_task = {
         let stores = stores.clone();
         let triggers = triggers.clone();
+        let meter = meter.clone();
         watch_guarded(
             client,
             leases_w,
             unreadable_tx.clone(),
             metrics.clone(),
             move |event| {
+                meter.nudge();
                 for lease in touched(event) {
                     triggers.pools([ObjectRef::new(lease.spec.pool.as_str())]);
                     let _ = triggers.leases.unbounded_send(ObjectRef::from_obj(lease));
@@ -530,6 +536,7 @@ pub fn start(
         let stores = stores.clone();
         let triggers = triggers.clone();
         watch_guarded(client, rate_cards_w, unreadable_tx, metrics, move |event| {
+            meter.nudge();
             for card in touched(event) {
                 if card.spec.pools.is_empty() {
                     triggers.pools(stores.all_pools());
@@ -551,7 +558,7 @@ pub fn start(
             rate_card_task
         );
     };
-    (stores, streams, tasks, unreadable_rx)
+    (stores, triggers, streams, tasks, unreadable_rx)
 }
 
 /// The objects an event carries (none for the markers of a relist).

@@ -23,12 +23,36 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 pub use self::caches::Stores;
 use self::pool::Memory;
+use crate::meter::Meter;
 use crate::plan::pool::PlanSettings;
 use crate::telemetry::Metrics;
+
+/// How bills are kept.
+#[derive(Clone, Debug)]
+pub struct BillSettings {
+    /// The ledger: `sqlite://PATH?mode=rwc` or `postgres://...`.
+    pub ledger: String,
+    /// How often open UsageBills are refreshed at most.
+    pub refresh: Duration,
+    /// How long after its period ends a bill is finalized.
+    pub grace: chrono::Duration,
+}
+
+impl Default for BillSettings {
+    fn default() -> Self {
+        BillSettings {
+            ledger: "sqlite://offpeak-ledger.db?mode=rwc".into(),
+            refresh: Duration::from_secs(60),
+            grace: chrono::Duration::hours(1),
+        }
+    }
+}
 
 /// Settings of the controllers.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// The ledger and the UsageBills.
+    pub bills: BillSettings,
     /// What shapes every pool's plan (starvation guard, cost refresh).
     pub plan: PlanSettings,
     /// How often a tenant's objects are applied again even if nothing changed, to undo
@@ -41,6 +65,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
+            bills: BillSettings::default(),
             plan: PlanSettings::default(),
             tenant_resync: Duration::from_secs(600),
             write_concurrency: 32,
@@ -56,6 +81,10 @@ pub struct Context {
     pub stores: Stores,
     /// Writes that failed lately, so the next passes back off and say why.
     pub memory: Mutex<Memory>,
+    /// Where changes go: to ask a pool to be planned again.
+    pub triggers: caches::Triggers,
+    /// The meter and its ledger.
+    pub meter: Arc<Meter>,
 }
 
 impl Context {
@@ -158,7 +187,12 @@ pub async fn run(
     settings: Settings,
     ready: crate::telemetry::Readiness,
 ) -> anyhow::Result<()> {
-    let (stores, triggers, caches, unreadable) = caches::start(&client, metrics.clone());
+    let meter = Arc::new(Meter::new(
+        &settings.bills.ledger,
+        offpeak_billing::period::BillingCycle::Monthly,
+    ));
+    let (stores, senders, triggers, caches, unreadable) =
+        caches::start(&client, metrics.clone(), meter.clone());
     let reporter = Reporter {
         controller: "offpeak".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -170,6 +204,8 @@ pub async fn run(
         settings,
         stores: stores.clone(),
         memory: Mutex::new(Memory::default()),
+        triggers: senders,
+        meter,
     });
     let controllers = async {
         stores.synced().await?;
@@ -181,6 +217,7 @@ pub async fn run(
             tenant::run(ctx.clone(), triggers.tenants),
             count_leases(ctx.clone()),
             report_unreadable(ctx.clone(), unreadable),
+            crate::meter::run(ctx.clone()),
         );
         anyhow::Ok(())
     };

@@ -15,8 +15,8 @@ use crate::observe;
 use crate::plan::admission::Reservation;
 use crate::plan::eligibility::TenantView;
 use crate::plan::pool::{
-    LeaseView, NodeView, PendingPod, PoolSettings, PoolView, PressureSettings, ReservationView,
-    standing,
+    LeaseView, Ledger, NodeView, PendingPod, PoolSettings, PoolView, PressureSettings,
+    ReservationView, standing,
 };
 use crate::pricing;
 
@@ -66,7 +66,7 @@ pub fn view(ctx: &Context, pool: &CapacityPool, now: DateTime<Utc>) -> PoolView 
         .state()
         .iter()
         .filter(|l| l.spec.pool.as_str() == name)
-        .filter_map(|l| lease_view(l, &memory))
+        .filter_map(|l| lease_view(ctx, l, &memory))
         .collect();
     leases.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.name.cmp(&b.name)));
     let reservation_objects: Vec<ReservationView> = stores
@@ -126,6 +126,11 @@ pub fn view(ctx: &Context, pool: &CapacityPool, now: DateTime<Utc>) -> PoolView 
         tenants,
         namespace_tenants,
         held_back: memory.held_back(now),
+        ledger: match ctx.meter.health() {
+            crate::meter::Health::Starting => Ledger::Starting,
+            crate::meter::Health::Healthy => Ledger::Healthy,
+            crate::meter::Health::Down { since, message } => Ledger::Down { since, message },
+        },
         name,
     }
 }
@@ -162,16 +167,33 @@ fn settings(pool: &CapacityPool) -> Result<PoolSettings, String> {
     })
 }
 
-fn lease_view(lease: &Arc<CapacityLease>, memory: &super::Memory) -> Option<LeaseView> {
+fn lease_view(
+    ctx: &Context,
+    lease: &Arc<CapacityLease>,
+    memory: &super::Memory,
+) -> Option<LeaseView> {
     let uid = lease.uid()?;
+    let deleting = lease.metadata.deletion_timestamp.is_some();
+    // Only a lease on its way out needs to know whether its facts are all recorded.
+    let metered = !deleting || {
+        let tenant = ctx
+            .stores
+            .tenant_of_namespace(&lease.namespace().unwrap_or_default())
+            .unwrap_or_default();
+        crate::meter::facts::lease(lease, &tenant).is_ok_and(|facts| {
+            let keys: Vec<String> = facts.into_iter().map(|f| f.key).collect();
+            ctx.meter.recorded(&keys)
+        })
+    };
     Some(LeaseView {
+        metered,
         failure: memory.failure(&uid),
         namespace: lease.namespace().unwrap_or_default(),
         name: lease.name_any(),
         resource_version: lease.resource_version(),
         generation: lease.metadata.generation,
         created: observe::created(&lease.metadata).unwrap_or(DateTime::<Utc>::MIN_UTC),
-        deleting: lease.metadata.deletion_timestamp.is_some(),
+        deleting,
         has_finalizer: lease
             .finalizers()
             .iter()

@@ -38,8 +38,8 @@ use offpeak_billing::rate::LeaseClass as BillingClass;
 use rust_decimal::Decimal;
 
 pub use self::view::{
-    Failure, LeaseView, NodeMarks, NodeView, PendingPod, PlanSettings, PoolSettings, PoolView,
-    PressureSettings, ReservationView, hours_between,
+    Failure, LeaseView, Ledger, NodeMarks, NodeView, PendingPod, PlanSettings, PoolSettings,
+    PoolView, PressureSettings, ReservationView, hours_between,
 };
 use crate::observe;
 use crate::plan::admission::{self, Decision, Holding, LeaseRequest, PoolSnapshot};
@@ -424,6 +424,11 @@ impl<'a> Pass<'a> {
         }
         let ended = lease.phase() == Some(LeasePhase::Ended);
         let back = status::nodes_are_back(&lease.status) || self.return_nodes_of(lease);
+        if back && lease.has_finalizer && lease.status.admitted_at.is_some() && !lease.metered {
+            // Its end must be in the ledger before the object goes.
+            self.wake_at(self.now + Duration::seconds(2));
+            return;
+        }
         if back && lease.has_finalizer {
             if ended && !status::nodes_are_back(&lease.status) {
                 self.push(lease, Write::Event(self.returned_note(lease)));
@@ -1180,6 +1185,7 @@ impl<'a> Pass<'a> {
             &malformed,
             in_use,
             spot,
+            &self.view.ledger,
             self.now,
         )
     }

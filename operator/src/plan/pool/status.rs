@@ -9,7 +9,7 @@ use offpeak_api::{
 use rust_decimal::Decimal;
 
 use super::reclaim::Cause;
-use super::view::{LeaseView, PoolView, ReservationView};
+use super::view::{LeaseView, Ledger, PoolView, ReservationView};
 use super::{Note, join};
 use crate::observe::timestamp;
 use crate::plan::calendar::Interval;
@@ -314,6 +314,7 @@ pub fn pool(
     malformed: &[String],
     utilisation: Decimal,
     spot_per_core_hour: Option<Decimal>,
+    ledger: &Ledger,
     now: DateTime<Utc>,
 ) -> (CapacityPoolStatus, Option<Note>) {
     let PoolCounts {
@@ -372,6 +373,30 @@ pub fn pool(
         generation,
         now,
     );
+    conds = match ledger {
+        Ledger::Starting => conds,
+        Ledger::Healthy => conditions::set(
+            &conds,
+            "Metered",
+            true,
+            "LedgerWritable",
+            "every billing fact reaches the ledger",
+            generation,
+            now,
+        ),
+        Ledger::Down { since, message } => conditions::set(
+            &conds,
+            "Metered",
+            false,
+            "LedgerUnavailable",
+            &format!(
+                "the ledger is unavailable since {}: {message}; billing facts wait and are written when it is back",
+                timestamp(*since).as_str()
+            ),
+            generation,
+            now,
+        ),
+    };
     let as_i32 = |v: usize| i32::try_from(v).ok();
     let status = CapacityPoolStatus {
         nodes: as_i32(total),

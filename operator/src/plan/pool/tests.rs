@@ -90,6 +90,7 @@ fn lease(name: &str, namespace: &str, spec: CapacityLeaseSpec) -> LeaseView {
         spec,
         status: Default::default(),
         failure: None,
+        metered: true,
     }
 }
 
@@ -160,6 +161,7 @@ fn view(nodes: Vec<NodeView>, leases: Vec<LeaseView>) -> PoolView {
             ("tenant-globex".to_string(), "globex".to_string()),
         ]),
         held_back: BTreeSet::new(),
+        ledger: Ledger::Healthy,
     }
 }
 

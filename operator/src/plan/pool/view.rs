@@ -58,6 +58,19 @@ pub struct PoolView {
     pub namespace_tenants: BTreeMap<String, String>,
     /// Nodes that refused to be bound moments ago: not offered until they are retried.
     pub held_back: BTreeSet<String>,
+    /// Whether the ledger takes the facts the pool's leases make.
+    pub ledger: Ledger,
+}
+
+/// The ledger as the pool's Metered condition says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ledger {
+    Starting,
+    Healthy,
+    Down {
+        since: DateTime<Utc>,
+        message: String,
+    },
 }
 
 /// A pool's spec, parsed.
@@ -184,6 +197,9 @@ pub struct LeaseView {
     pub status: CapacityLeaseStatus,
     /// A write for this lease failed moments ago: what, and when to try again.
     pub failure: Option<Failure>,
+    /// Every billing fact of the lease's status is in the ledger (looked at only for
+    /// leases being deleted: they keep their finalizer until it is so).
+    pub metered: bool,
 }
 
 impl LeaseView {

@@ -1,0 +1,281 @@
+//! Metering on the real control plane: a lease's seconds, as its status records them,
+//! reach the ledger and come back as a line of the tenant's UsageBill, to the second and
+//! the cent; the FOCUS export carries them; tenants read their bills and cannot write
+//! them or read another's; a ledger that is locked away for a while holds facts back,
+//! says so, and gets every one when it returns.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use offpeak_api::{CapacityLease, CapacityPool, LeasePhase, LineItem, UsageBill};
+use offpeak_testenv::ControlPlane;
+use offpeak_tests::fixtures::*;
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde_json::json;
+use tokio::sync::OnceCell;
+
+type TestResult = anyhow::Result<()>;
+
+async fn operator() -> anyhow::Result<(&'static ControlPlane, std::net::SocketAddr)> {
+    static STARTED: OnceCell<std::net::SocketAddr> = OnceCell::const_new();
+    let plane = ControlPlane::shared().await?;
+    let metrics = STARTED
+        .get_or_try_init(|| async {
+            offpeak::local::start(plane, offpeak::local::settings(Duration::from_secs(3)))
+                .await
+                .map(|o| o.metrics)
+        })
+        .await?;
+    Ok((plane, *metrics))
+}
+
+fn ledger_url(plane: &ControlPlane) -> String {
+    format!("sqlite://{}/ledger.db?mode=rwc", plane.dir().display())
+}
+
+fn instant(t: &Option<offpeak_api::Timestamp>) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(t.as_ref().expect("a time").as_str())
+        .expect("RFC 3339")
+        .with_timezone(&Utc)
+}
+
+/// The period label of now, as bills are named: `2026-12`.
+fn this_period() -> String {
+    Utc::now().format("%Y-%m").to_string()
+}
+
+/// Runs a Spot lease of 16 cores in `pool` for about `seconds`, deletes it, and returns its
+/// status as it ended.
+async fn run_a_lease(
+    leases: &Api<CapacityLease>,
+    pool: &str,
+    seconds: u64,
+) -> anyhow::Result<offpeak_api::CapacityLeaseStatus> {
+    leases
+        .create(
+            &PostParams::default(),
+            &lease("job", pool, "Spot", "16", "1h"),
+        )
+        .await?;
+    wait_phase(leases, "job", LeasePhase::Active).await?;
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    leases.delete("job", &Default::default()).await?;
+    let ended = wait_phase(leases, "job", LeasePhase::Ended).await?;
+    eventually("the lease to be gone", || async {
+        Ok(leases.get_opt("job").await?.is_none())
+    })
+    .await?;
+    Ok(ended.status.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_leases_seconds_become_its_bill_line_to_the_second_and_the_cent() -> TestResult {
+    let (plane, _) = operator().await?;
+    pool_with_nodes(plane, "mt-bill", 1).await?;
+    let acme = tenant(plane, "acme-mt", &["mt-bill"]).await?;
+    let leases: Api<CapacityLease> = Api::namespaced(acme.clone(), "acme-mt");
+    let status = run_a_lease(&leases, "mt-bill", 6).await?;
+    let (admitted, ended) = (instant(&status.admitted_at), instant(&status.ended_at));
+    let seconds = (ended - admitted).num_seconds();
+    assert!(seconds >= 6, "{seconds}s");
+
+    // The tenant reads its bill: one CPU line, exactly its seconds at 0.04 per core-hour.
+    let bills: Api<UsageBill> = Api::namespaced(acme.clone(), "acme-mt");
+    let name = format!("acme-mt-{}", this_period());
+    let bill = eventually_value("the bill to carry the lease's end", || async {
+        Ok(bills.get_opt(&name).await?.filter(|b| {
+            b.spec.lines.iter().any(|l| {
+                l.item == LineItem::Cpu
+                    && l.end.as_str() == status.ended_at.as_ref().map_or("", |t| t.as_str())
+            })
+        }))
+    })
+    .await?;
+    let cpu: Vec<_> = bill
+        .spec
+        .lines
+        .iter()
+        .filter(|l| l.item == LineItem::Cpu)
+        .collect();
+    assert_eq!(cpu.len(), 1, "{:#?}", bill.spec.lines);
+    let line = cpu[0];
+    assert_eq!(line.lease.as_str(), "job");
+    assert_eq!(instant(&Some(line.start.clone())), admitted);
+    assert_eq!(instant(&Some(line.end.clone())), ended);
+    assert_eq!(line.quantity, "16");
+    assert_eq!(line.unit_price.as_str(), "0.04");
+    let amount = (Decimal::from(seconds * 16 * 4) / Decimal::from(360_000))
+        .round_dp_with_strategy(4, RoundingStrategy::MidpointAwayFromZero);
+    assert_eq!(line.amount.as_str(), format!("{amount:.4}"), "{seconds}s");
+    assert_eq!(bill.spec.totals.total.as_str(), format!("{amount:.4}"));
+
+    // Finance's export from the ledger carries the same line.
+    #[derive(clap::Parser)]
+    struct Billing {
+        #[command(subcommand)]
+        command: offpeak_billing::cli::BillingCommand,
+    }
+    let export = <Billing as clap::Parser>::try_parse_from([
+        "billing",
+        "export",
+        "--period",
+        &this_period(),
+        "--format",
+        "focus-csv",
+        "--ledger",
+        &ledger_url(plane),
+    ])?;
+    let mut csv = Vec::new();
+    offpeak_billing::cli::run(export.command, &mut csv).await?;
+    let csv = String::from_utf8(csv)?;
+    let row = csv
+        .lines()
+        .find(|l| l.contains("acme-mt/job") && l.contains("Core-Hours"))
+        .unwrap_or_else(|| panic!("no row for acme-mt/job in\n{csv}"));
+    eprintln!(
+        "metering: FOCUS header and row:\n{}\n{row}",
+        csv.lines().next().unwrap_or_default()
+    );
+    assert!(row.contains(&format!(",{amount:.4},")), "{row}");
+
+    // Tenants read bills and nothing more: no creating or editing one, no one else's.
+    let refused = bills
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"totals": {"total": "0.00"}}})),
+        )
+        .await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(s)) if s.code == 403),
+        "{refused:?}"
+    );
+    let forged: UsageBill = from_json(json!({
+        "apiVersion": "offpeak.dev/v1alpha1", "kind": "UsageBill",
+        "metadata": {"name": "forged"},
+        "spec": {"tenant": "acme-mt", "period": {"start": "2026-11-01T00:00:00Z", "end": "2026-12-01T00:00:00Z"},
+                 "state": "Open", "currency": "USD", "totals": {"charges": "0", "credits": "0", "total": "0"}},
+    }));
+    let refused = bills.create(&PostParams::default(), &forged).await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(s)) if s.code == 403),
+        "{refused:?}"
+    );
+    let globex = tenant(plane, "globex-mt", &["mt-bill"]).await?;
+    let theirs: Api<UsageBill> = Api::namespaced(globex, "acme-mt");
+    let refused = theirs.get(&name).await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(s)) if s.code == 403),
+        "{refused:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_locked_ledger_holds_facts_back_says_so_and_gets_every_one_when_it_returns() -> TestResult
+{
+    let (plane, metrics) = operator().await?;
+    pool_with_nodes(plane, "mt-lock", 1).await?;
+    let user = tenant(plane, "acme-lk", &["mt-lock"]).await?;
+    // Another process takes the ledger file's write lock and keeps it for 25 s.
+    let path = format!("{}/ledger.db", plane.dir().display());
+    let mut lock = tokio::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n\
+             c.execute('BEGIN EXCLUSIVE')\n\
+             print('locked', flush=True)\n\
+             time.sleep(25)\n\
+             c.execute('COMMIT')\n",
+            &path,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    {
+        use tokio::io::AsyncBufReadExt;
+        let stdout = lock.stdout.take().expect("stdout");
+        let mut first = String::new();
+        tokio::io::BufReader::new(stdout)
+            .read_line(&mut first)
+            .await?;
+        assert_eq!(first.trim(), "locked");
+    }
+    let leases: Api<CapacityLease> = Api::namespaced(user.clone(), "acme-lk");
+    leases
+        .create(
+            &PostParams::default(),
+            &lease("job", "mt-lock", "Spot", "16", "1h"),
+        )
+        .await?;
+    let active = wait_phase(&leases, "job", LeasePhase::Active)
+        .await?
+        .status
+        .unwrap_or_default();
+    let pools: Api<CapacityPool> = Api::all(plane.client().await?);
+    let metered = |pool: CapacityPool| {
+        pool.status
+            .unwrap_or_default()
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Metered")
+    };
+    let down = eventually_value("the pool to say the ledger is unavailable", || async {
+        Ok(metered(pools.get("mt-lock").await?).filter(|c| c.reason == "LedgerUnavailable"))
+    })
+    .await?;
+    assert!(
+        down.message.starts_with("the ledger is unavailable since "),
+        "{}",
+        down.message
+    );
+    assert!(
+        down.message
+            .ends_with("billing facts wait and are written when it is back"),
+        "{}",
+        down.message
+    );
+    let text = scrape(metrics).await?;
+    let pending: i64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("offpeak_facts_pending "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_default();
+    assert!(pending >= 2, "facts pending: {pending}\n{text}");
+    // Leases go on meanwhile.
+    assert_eq!(
+        leases.get("job").await?.status.and_then(|s| s.phase),
+        Some(LeasePhase::Active)
+    );
+
+    lock.wait().await?;
+    eventually_value("the pool to say the ledger is back", || async {
+        Ok(metered(pools.get("mt-lock").await?).filter(|c| c.reason == "LedgerWritable"))
+    })
+    .await?;
+    let bills: Api<UsageBill> = Api::namespaced(user, "acme-lk");
+    let name = format!("acme-lk-{}", this_period());
+    let bill = eventually_value(
+        "the bill of the lease admitted while the ledger was away",
+        || async {
+            Ok(bills
+                .get_opt(&name)
+                .await?
+                .filter(|b| b.spec.lines.iter().any(|l| l.item == LineItem::Cpu)))
+        },
+    )
+    .await?;
+    let line = bill
+        .spec
+        .lines
+        .iter()
+        .find(|l| l.item == LineItem::Cpu)
+        .expect("a cpu line");
+    assert_eq!(
+        instant(&Some(line.start.clone())),
+        instant(&active.admitted_at),
+        "billed from its admission"
+    );
+    Ok(())
+}
