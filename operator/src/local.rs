@@ -68,6 +68,7 @@ pub async fn start_as(
             },
         }),
         settings,
+        leader_election: None,
     };
     let kubeconfig = kubeconfig.to_path_buf();
     std::thread::Builder::new()

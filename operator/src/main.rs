@@ -84,6 +84,20 @@ struct RunArgs {
     /// corrections on the next bill).
     #[arg(long, default_value = "1h", value_parser = demo::parse_duration)]
     bill_grace: std::time::Duration,
+    /// Run as one of several replicas: only the holder of a coordination.k8s.io Lease
+    /// writes; the others keep their caches warm and serve the webhook, and one takes over
+    /// within 15 s when the leader goes.
+    #[arg(long, env = "OFFPEAK_LEADER_ELECTION")]
+    leader_election: bool,
+    /// Namespace of the leader Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "offpeak-system")]
+    leader_election_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "offpeak-operator")]
+    leader_election_lease: String,
+    /// This replica's name among them (its pod's).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
 }
 
 #[tokio::main]
@@ -142,9 +156,21 @@ fn options(args: RunArgs) -> anyhow::Result<Options> {
             })
         }
     };
+    let leader_election = args.leader_election.then(|| offpeak::run::LeaderElection {
+        namespace: args.leader_election_namespace.clone(),
+        lease: args.leader_election_lease.clone(),
+        identity: args.identity.clone().unwrap_or_else(|| {
+            format!(
+                "{}-{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "offpeak".into()),
+                std::process::id()
+            )
+        }),
+    });
     Ok(Options {
         metrics_addr: args.metrics_addr,
         webhook,
+        leader_election,
         settings: {
             let mut settings = Settings::default();
             settings.plan.starvation_guard = chrono::Duration::from_std(args.starvation_guard)?;

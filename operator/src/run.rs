@@ -21,7 +21,23 @@ pub struct Options {
     /// The pod webhook: where it listens, how the API server reaches it, and its TLS.
     pub webhook: Option<Webhook>,
     pub settings: Settings,
+    /// Several replicas: only the holder of this coordination Lease writes.
+    pub leader_election: Option<LeaderElection>,
 }
+
+/// The Lease replicas compete for.
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    pub namespace: String,
+    pub lease: String,
+    /// This replica's name (its pod's).
+    pub identity: String,
+}
+
+/// How long a leader's hold lasts without renewal, and how early it renews: a replica
+/// takes over at most this long after the leader died.
+const LEASE_SECONDS: u64 = 10;
+const RENEW_BEFORE_SECONDS: u64 = 4;
 
 pub struct Webhook {
     pub addr: SocketAddr,
@@ -52,9 +68,61 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
         }
     };
     tracing::info!(metrics = %options.metrics_addr, webhook = options.webhook.is_some(), "offpeak operator starting");
+    let (leader, elect) = leadership(&client, options.leader_election.clone()).await?;
     tokio::select! {
         result = telemetry::serve(options.metrics_addr, metrics.clone(), readiness.clone()) => result.context("metrics server"),
         result = webhook => result.context("webhook"),
-        result = controllers::run(client.clone(), metrics, options.settings, readiness) => result.context("controllers"),
+        result = elect => result.context("leader election"),
+        result = controllers::run(client.clone(), metrics, options.settings, readiness, leader) => result.context("controllers"),
     }
+}
+
+/// Whether this replica leads, as it changes, and the task that keeps it so. Without
+/// leader election the one replica always leads.
+async fn leadership(
+    client: &kube::Client,
+    election: Option<LeaderElection>,
+) -> anyhow::Result<(
+    tokio::sync::watch::Receiver<bool>,
+    futures::future::BoxFuture<'static, anyhow::Result<()>>,
+)> {
+    use futures::FutureExt;
+    let Some(election) = election else {
+        let (tx, rx) = tokio::sync::watch::channel(true);
+        return Ok((
+            rx,
+            async move {
+                let _keep = tx;
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+            .boxed(),
+        ));
+    };
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &election.lease)
+        .with_namespace(&election.namespace)
+        .with_identity(&election.identity)
+        .with_duration(LEASE_SECONDS)
+        .with_grace(RENEW_BEFORE_SECONDS)
+        .build()
+        .await
+        .with_context(|| {
+            format!(
+                "cannot use the leader Lease {}/{}",
+                election.namespace, election.lease
+            )
+        })?;
+    tracing::info!(lease = %election.lease, namespace = %election.namespace, identity = %election.identity, "competing for leadership");
+    let (rx, task) = manager.watch().await;
+    Ok((
+        rx,
+        async move {
+            match task.await {
+                Ok(Ok(_)) => anyhow::bail!("the leader election stopped"),
+                Ok(Err(e)) => Err(anyhow::anyhow!(e).context("the leader election failed")),
+                Err(e) => Err(anyhow::anyhow!(e).context("the leader election task died")),
+            }
+        }
+        .boxed(),
+    ))
 }

@@ -55,6 +55,7 @@ pub struct Metrics {
     pub meter_last_success: prometheus::IntGauge,
     pub billed_seconds: IntGaugeVec,
     pub billed_amount: prometheus::GaugeVec,
+    pub leader: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -162,8 +163,10 @@ impl Metrics {
             Opts::new("billed_amount", "The total of each tenant's open bill"),
             &["tenant", "currency"],
         )?;
+        let leader = prometheus::IntGauge::new("leader", "1 while this replica leads (writes)")?;
         for metric in [
-            Box::new(facts_pending.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(leader.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(facts_pending.clone()),
             Box::new(facts_written.clone()),
             Box::new(meter_refused.clone()),
             Box::new(ledger_seconds.clone()),
@@ -201,6 +204,7 @@ impl Metrics {
             meter_last_success,
             billed_seconds,
             billed_amount,
+            leader,
         })
     }
 

@@ -181,11 +181,16 @@ async fn report_unreadable(
 }
 
 /// Runs every controller until the process ends.
+/// Runs every controller until the process ends. The caches fill at once (so this replica
+/// serves the webhook and is ready to take over); the controllers and the meter, which
+/// write, run only while `leader` says this replica leads. Losing the lead ends the run,
+/// so the process restarts and competes again from clean state.
 pub async fn run(
     client: Client,
     metrics: Arc<Metrics>,
     settings: Settings,
     ready: crate::telemetry::Readiness,
+    mut leader: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let meter = Arc::new(Meter::new(
         &settings.bills.ledger,
@@ -207,10 +212,17 @@ pub async fn run(
         triggers: senders,
         meter,
     });
-    let controllers = async {
+    let leads = ctx.metrics.leader.clone();
+    let lost_lead = lost(leader.clone(), leads.clone());
+    let controllers = async move {
         stores.synced().await?;
-        tracing::info!("caches synced; starting controllers");
         ready.set_ready();
+        tracing::info!("caches synced; waiting to lead");
+        if leader.wait_for(|leads| *leads).await.is_err() {
+            anyhow::bail!("the leader election ended");
+        }
+        leads.set(1);
+        tracing::info!("leading; starting controllers");
         tokio::join!(
             pool::run(ctx.clone(), triggers.pools),
             lease::run(ctx.clone(), triggers.leases),
@@ -228,7 +240,17 @@ pub async fn run(
             tracing::info!("asked to stop; stopping");
             Ok(())
         }
+        () = lost_lead => anyhow::bail!("lost the leader lease; stopping so that another replica leads"),
     }
+}
+
+/// Resolves when this replica stops leading, having led.
+async fn lost(mut leader: tokio::sync::watch::Receiver<bool>, leads: prometheus::IntGauge) {
+    if leader.wait_for(|l| *l).await.is_err() {
+        return std::future::pending().await;
+    }
+    let _ = leader.wait_for(|l| !*l).await;
+    leads.set(0);
 }
 
 /// Resolves on Ctrl-C or SIGTERM (a pod being stopped).

@@ -647,12 +647,12 @@ fn arb_view() -> impl Strategy<Value = (PoolView, i64)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
     #[test]
     fn applying_a_plan_and_planning_again_converges_to_a_consistent_pool((view, minutes) in arb_view()) {
         let at = now() + Duration::minutes(minutes);
-        let (done, plans) = settle(view, at, 4);
+        let (done, plans) = settle(view, at, 8);
         // A plan that starts no return is a fixed point at once.
         if let Some(first) = plans.first()
             && !first.leases.iter().flat_map(|l| &l.writes).chain(&first.nodes).any(|w| matches!(w, Write::Evict(_) | Write::Node(_)))
