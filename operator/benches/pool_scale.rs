@@ -24,9 +24,9 @@ use k8s_openapi::api::core::v1::{Namespace, Node, ServiceAccount};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
+use offpeak::local::{OPERATOR_USER, OperatorProcess};
 use offpeak_api::{CapacityLease, LeasePhase};
 use offpeak_testenv::{ControlPlane, Options};
-use offpeak_tests::operator::{OPERATOR_USER, OperatorProcess};
 use serde_json::json;
 
 const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1

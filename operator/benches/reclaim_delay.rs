@@ -22,11 +22,11 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
+use offpeak::local::OperatorProcess;
 use offpeak::names::{LEASE, RECLAIMING, TENANT};
 use offpeak_api::{CapacityLease, LeasePhase};
 use offpeak_testenv::{ControlPlane, NodeSpec};
 use offpeak_tests::fixtures::{eventually_value, lease, pool_with, tenant, wait_phase};
-use offpeak_tests::operator::OperatorProcess;
 use offpeak_tests::{deployment, wait_running};
 use serde_json::json;
 

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use kube::api::{Api, PostParams};
+use offpeak::local::OperatorProcess;
 use offpeak_api::{CapacityLease, LeasePhase, LineItem, UsageBill};
 use offpeak_testenv::ControlPlane;
 use offpeak_tests::fixtures::*;
-use offpeak_tests::operator::OperatorProcess;
 
 fn instant(t: &Option<offpeak_api::Timestamp>) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(t.as_ref().expect("a time").as_str())

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kube::api::{Api, PostParams};
+use offpeak::local::OperatorProcess;
 use offpeak_api::{CapacityLease, CapacityLeaseStatus, EndReason, LeasePhase};
 use offpeak_testenv::ControlPlane;
 #[allow(unused_imports)]
 use offpeak_tests::fixtures::pool_with_nodes;
 use offpeak_tests::fixtures::*;
-use offpeak_tests::operator::OperatorProcess;
 use serde_json::json;
 
 fn instant(t: &Option<offpeak_api::Timestamp>) -> DateTime<Utc> {

@@ -2,7 +2,6 @@
 //! `tests/benches/`: workloads to run and ways to wait for them.
 
 pub mod fixtures;
-pub mod operator;
 
 use std::collections::BTreeMap;
 use std::future::Future;
