@@ -517,6 +517,20 @@ async fn patch_node(ctx: &Context, patch: &NodePatch) -> Result<Node, Refused> {
     if seen.resource_version() != patch.resource_version {
         return Err(Refused::Conflict);
     }
+    // A node is lent only if, as the pod watch shows it now (not as it was when the pass
+    // was planned), nothing but node-level pods runs there: the scheduler may have placed
+    // an internal pod since.
+    if patch.from.lease.is_none()
+        && patch.to.lease.is_some()
+        && ctx
+            .stores
+            .pods
+            .on_node(&patch.node)
+            .iter()
+            .any(|p| !p.node_level)
+    {
+        return Err(Refused::Conflict);
+    }
     let body = binding::patch(
         &seen,
         patch.resource_version.as_deref(),

@@ -322,6 +322,7 @@ impl<'a> Pass<'a> {
         }
         self.admit(pending);
         self.return_orphans();
+        self.evict_internal_pods_from_lent_nodes();
         self.idle_clocks();
         self.settle_synced();
         let (status, note) = self.pool_status();
@@ -774,6 +775,40 @@ impl<'a> Pass<'a> {
             {
                 let (writes, _) = self.return_node(node, Some(0));
                 self.nodes.extend(writes);
+            }
+        }
+    }
+
+    /// A tenant never shares a node with internal workloads: an internal pod found on a
+    /// lent node (one that tolerates every taint, or one the scheduler placed in the instant
+    /// the node was lent) is evicted, and the pool says so.
+    fn evict_internal_pods_from_lent_nodes(&mut self) {
+        let view = self.view;
+        for node in &view.nodes {
+            if !matches!(self.roles.get(node.name.as_str()), Some(Role::Lent { .. })) {
+                continue;
+            }
+            for pod in node
+                .pods
+                .iter()
+                .filter(|p| !p.tenant && !p.node_level && !p.deleting)
+            {
+                self.nodes.push(Write::Evict(Eviction {
+                    namespace: pod.namespace.clone(),
+                    name: pod.name.clone(),
+                    node: node.name.clone(),
+                    grace_seconds: None,
+                }));
+                self.events.push(Note::warning(
+                    "InternalPodOnLentNode",
+                    format!(
+                        "internal pod {}/{} was on node {}, lent to tenant {}: evicted",
+                        pod.namespace,
+                        pod.name,
+                        node.name,
+                        node.marks.tenant.as_deref().unwrap_or_default()
+                    ),
+                ));
             }
         }
     }

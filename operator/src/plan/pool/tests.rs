@@ -1069,3 +1069,27 @@ fn a_reservation_reports_its_windows_and_says_when_one_starts_and_ends() {
     let ended = plan(&v, start + Duration::hours(4), &settings());
     assert_eq!(ended.reservations[0].events[0].reason, "WindowEnded");
 }
+
+#[test]
+fn an_internal_pod_found_on_a_lent_node_is_evicted_and_the_pool_says_so() {
+    let mut v = reclaim_view(vec![spot("render", "tenant-acme", "4.50")], 1, now());
+    v.nodes[0].pods.push(pod("internal", "tolerates-all"));
+    let p = plan(&v, now(), &settings());
+    assert_eq!(
+        p.nodes,
+        [Write::Evict(Eviction {
+            namespace: "internal".into(),
+            name: "tolerates-all".into(),
+            node: "n0".into(),
+            grace_seconds: None,
+        })]
+    );
+    assert_eq!(
+        p.events,
+        [Note::warning(
+            "InternalPodOnLentNode",
+            "internal pod internal/tolerates-all was on node n0, lent to tenant acme: evicted"
+                .into()
+        )]
+    );
+}
