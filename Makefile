@@ -1,9 +1,10 @@
 # The two commands of the README, and the pieces they are made of.
 .PHONY: demo test tools lint crds
 
-# Build the pinned Kubernetes programs (first run only), then run the main job.
+# Build the pinned Kubernetes programs (first run only), then run the main job (a release
+# build of Offpeak; `make demo ARGS="--run-for 10m --keep"` passes options).
 demo: tools
-	cargo run -p offpeak -- demo
+	cargo run --release -p offpeak -- demo $(ARGS)
 
 # Build the pinned Kubernetes programs (first run only), then run every test.
 test: tools

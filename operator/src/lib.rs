@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod controllers;
+pub mod demo;
 pub mod desired;
 pub mod error;
 pub mod local;

@@ -1,7 +1,5 @@
 //! `offpeak`: the Offpeak operator's command line.
 
-mod demo;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -27,9 +25,11 @@ struct Cli {
 enum Command {
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster).
     Run(RunArgs),
-    /// Start a real local control plane (etcd, kube-apiserver, controller-manager,
-    /// scheduler, kwok) with simulated nodes, print how to reach it, and run until Ctrl-C.
-    Demo(demo::DemoArgs),
+    /// The main job: a real local control plane (etcd, kube-apiserver, controller-manager,
+    /// scheduler, kwok) with simulated nodes, the operator, internal load over a compressed
+    /// day, tenants renting, a peak reservation, a live view and at the end a summary with
+    /// the bills, the FOCUS export and a chart.
+    Demo(offpeak::demo::DemoArgs),
     /// The offpeak.dev CustomResourceDefinitions.
     #[command(subcommand)]
     Crd(CrdCommand),
@@ -63,11 +63,11 @@ struct RunArgs {
     #[arg(long, env = "OFFPEAK_WEBHOOK_CERT_DIR")]
     webhook_cert_dir: Option<PathBuf>,
     /// How long the first lease in a pool's queue waits before no later lease may pass it.
-    #[arg(long, default_value = "10m", value_parser = demo::parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = offpeak::demo::parse_duration)]
     starvation_guard: std::time::Duration,
     /// How often an active lease's cost estimate (status.costSoFar) is refreshed at most;
     /// it is also refreshed at every transition. The UsageBill is the exact figure.
-    #[arg(long, default_value = "5m", value_parser = demo::parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = offpeak::demo::parse_duration)]
     cost_refresh: std::time::Duration,
     /// The billing ledger: an SQLite file (sqlite://PATH?mode=rwc, for one replica) or
     /// PostgreSQL (postgres://USER:PASSWORD@HOST:PORT/DB, for several).
@@ -78,11 +78,11 @@ struct RunArgs {
     )]
     ledger: String,
     /// How often each tenant's open UsageBill is refreshed at most.
-    #[arg(long, default_value = "1m", value_parser = demo::parse_duration)]
+    #[arg(long, default_value = "1m", value_parser = offpeak::demo::parse_duration)]
     bill_refresh: std::time::Duration,
     /// How long after its period ends a bill is finalized (late facts after that become
     /// corrections on the next bill).
-    #[arg(long, default_value = "1h", value_parser = demo::parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = offpeak::demo::parse_duration)]
     bill_grace: std::time::Duration,
     /// Run as one of several replicas: only the holder of a coordination.k8s.io Lease
     /// writes; the others keep their caches warm and serve the webhook, and one takes over
@@ -105,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     offpeak::telemetry::init_logging(cli.log_json);
     match cli.command {
-        Command::Demo(args) => demo::run(args).await,
+        Command::Demo(args) => offpeak::demo::run(args).await.map(|_| ()),
         Command::Crd(CrdCommand::Print) => {
             use std::io::Write;
             match std::io::stdout()
