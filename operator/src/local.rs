@@ -37,6 +37,7 @@ pub fn settings(refresh: Duration) -> Settings {
     let mut settings = Settings::default();
     settings.bills.ledger = String::new();
     settings.bills.refresh = refresh;
+    settings.bills.grace = chrono::Duration::zero();
     settings.plan.cost_refresh =
         chrono::Duration::from_std(refresh).unwrap_or(chrono::Duration::minutes(5));
     settings.tenant_resync = refresh;

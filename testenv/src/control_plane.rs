@@ -421,6 +421,35 @@ impl ControlPlane {
     }
 
     /// The CA that signs every certificate of this control plane, PEM.
+    /// Stops etcd and kube-apiserver and starts them again on the same ports and data
+    /// (what a control-plane upgrade or a crash does to clients), and waits until the API
+    /// server is ready again. Returns how long it was away.
+    pub async fn restart_api_server(&mut self) -> Result<Duration> {
+        let started = Instant::now();
+        let names = ["kube-apiserver", "etcd"];
+        for name in names {
+            if let Some(c) = self.components.iter_mut().find(|c| c.name == name) {
+                c.stop();
+            }
+        }
+        for name in names.iter().rev() {
+            let Some(c) = self.components.iter_mut().find(|c| c.name == *name) else {
+                return Err(Error::Usage(format!("no {name} to restart")));
+            };
+            c.restart(&mut self.reaper)?;
+        }
+        let admin = kubeconfig::client(&self.admin_kubeconfig).await?;
+        let api_server = self
+            .components
+            .iter_mut()
+            .find(|c| c.name == "kube-apiserver")
+            .ok_or_else(|| Error::Usage("no kube-apiserver".into()))?;
+        api_server
+            .wait_healthy(Duration::from_secs(90), || probe(admin.clone(), "/readyz"))
+            .await?;
+        Ok(started.elapsed())
+    }
+
     /// Where the API server writes its audit log, when started with an audit policy.
     pub fn audit_log(&self) -> PathBuf {
         self.root.join("audit.log")

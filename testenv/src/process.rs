@@ -16,6 +16,8 @@ pub struct Component {
     pub name: String,
     child: Child,
     log: PathBuf,
+    binary: PathBuf,
+    args: Vec<String>,
 }
 
 impl Component {
@@ -30,23 +32,30 @@ impl Component {
     ) -> Result<Component> {
         let out = File::create(&log)
             .map_err(io(format!("{name}: cannot create log {}", log.display())))?;
-        let err = out
-            .try_clone()
-            .map_err(io(format!("{name}: cannot open log {}", log.display())))?;
-        let child = Command::new(binary)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0)
-            .spawn()
-            .map_err(io(format!("{name}: cannot start {}", binary.display())))?;
-        reaper.watch_pid(child.id())?;
+        let child = start(name, binary, args, out, reaper)?;
         Ok(Component {
             name: name.to_string(),
             child,
             log,
+            binary: binary.to_path_buf(),
+            args: args.to_vec(),
         })
+    }
+
+    /// Stops the program and starts it again with the same flags (and ports), its log
+    /// going on in the same file.
+    pub fn restart(&mut self, reaper: &mut Reaper) -> Result<()> {
+        self.stop();
+        let out = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .map_err(io(format!(
+                "{}: cannot open log {}",
+                self.name,
+                self.log.display()
+            )))?;
+        self.child = start(&self.name, &self.binary, &self.args, out, reaper)?;
+        Ok(())
     }
 
     pub fn log(&self) -> &Path {
@@ -114,6 +123,28 @@ impl Drop for Component {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn start(
+    name: &str,
+    binary: &Path,
+    args: &[String],
+    out: File,
+    reaper: &mut Reaper,
+) -> Result<Child> {
+    let err = out
+        .try_clone()
+        .map_err(io(format!("{name}: cannot open its log")))?;
+    let child = Command::new(binary)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(io(format!("{name}: cannot start {}", binary.display())))?;
+    reaper.watch_pid(child.id())?;
+    Ok(child)
 }
 
 /// The last `lines` lines of a log file, or a note that it cannot be read.

@@ -279,3 +279,154 @@ async fn a_locked_ledger_holds_facts_back_says_so_and_gets_every_one_when_it_ret
     );
     Ok(())
 }
+
+/// The facts of a lease of `tenant` in pool `pool` that held 16 cores over `[from, to)`.
+fn lease_facts(
+    id: &str,
+    tenant: &str,
+    pool: &str,
+    from: &str,
+    to: &str,
+) -> Vec<offpeak_billing::meter::Fact> {
+    use offpeak_billing::meter::{
+        CapacityBound, EndReason, Fact, FactBody, LeaseAdmitted, LeaseEnded, ResourceAmounts,
+    };
+    let at = |s: &str| {
+        DateTime::parse_from_rfc3339(s)
+            .expect("RFC 3339")
+            .with_timezone(&Utc)
+    };
+    vec![
+        Fact {
+            key: format!("{id}/admitted"),
+            body: FactBody::LeaseAdmitted(Box::new(LeaseAdmitted {
+                lease: id.into(),
+                tenant: tenant.into(),
+                pool: pool.into(),
+                class: offpeak_billing::rate::LeaseClass::Spot,
+                at: at(from),
+                planned_end: None,
+                name: Some(format!("{tenant}/{id}")),
+                region: None,
+                region_name: None,
+                tags: Default::default(),
+            })),
+        },
+        Fact {
+            key: format!("{id}/bound/0"),
+            body: FactBody::CapacityBound(CapacityBound {
+                lease: id.into(),
+                at: at(from),
+                resources: ResourceAmounts {
+                    cpu: Decimal::from(16),
+                    memory: Decimal::ZERO,
+                    gpu: Decimal::ZERO,
+                },
+                nodes: vec![],
+            }),
+        },
+        Fact {
+            key: format!("{id}/ended"),
+            body: FactBody::LeaseEnded(LeaseEnded {
+                lease: id.into(),
+                at: at(to),
+                reason: EndReason::Expired,
+            }),
+        },
+    ]
+}
+
+#[tokio::test]
+async fn a_finalized_bill_never_changes_and_a_late_fact_corrects_the_next_one() -> TestResult {
+    let (plane, _) = operator().await?;
+    pool_with_nodes(plane, "mt-final", 1).await?;
+    let user = tenant(plane, "acme-fn", &["mt-final"]).await?;
+    // Last period's usage reached the ledger (the pool's rate card is there: the operator
+    // meters it).
+    let now = Utc::now();
+    let last = offpeak_billing::period::Period::containing(
+        offpeak_billing::period::BillingCycle::Monthly,
+        now,
+    )
+    .previous();
+    let day = |d: u32, h: u32| {
+        format!(
+            "{}T{h:02}:00:00Z",
+            (last.start + chrono::Duration::days(i64::from(d))).format("%Y-%m-%d")
+        )
+    };
+    let ledger = offpeak_billing::ledger::Ledger::open(
+        &ledger_url(plane),
+        offpeak_billing::period::BillingCycle::Monthly,
+    )
+    .await?;
+    eventually("the pool's rate card in the ledger", || async {
+        Ok(ledger
+            .append(&lease_facts(
+                "early",
+                "acme-fn",
+                "mt-final",
+                &day(9, 10),
+                &day(9, 12),
+            ))
+            .await
+            .is_ok())
+    })
+    .await?;
+    let bills: Api<UsageBill> = Api::namespaced(user, "acme-fn");
+    let finalized_name = format!("acme-fn-{}", last.label());
+    let finalized = eventually_value("last period's bill finalized", || async {
+        Ok(bills
+            .get_opt(&finalized_name)
+            .await?
+            .filter(|b| b.spec.state == offpeak_api::BillState::Finalized))
+    })
+    .await?;
+    // 2 h × 16 cores × 0.04 = 1.28, topped up to no minimum (the card has none).
+    assert_eq!(finalized.spec.totals.total.as_str(), "1.2800");
+
+    // A fact of last period arrives late.
+    ledger
+        .append(&lease_facts(
+            "late",
+            "acme-fn",
+            "mt-final",
+            &day(12, 0),
+            &day(12, 1),
+        ))
+        .await?;
+    let open_name = format!("acme-fn-{}", this_period());
+    let open = eventually_value("the correction on this period's bill", || async {
+        Ok(bills
+            .get_opt(&open_name)
+            .await?
+            .filter(|b| b.spec.lines.iter().any(|l| l.item == LineItem::Correction)))
+    })
+    .await?;
+    let corrections: Vec<_> = open
+        .spec
+        .lines
+        .iter()
+        .filter(|l| l.item == LineItem::Correction)
+        .collect();
+    assert!(
+        corrections
+            .iter()
+            .all(|l| l.id.ends_with(&format!(".correction-{}", last.label()))),
+        "{corrections:#?}"
+    );
+    let corrected: Decimal = corrections
+        .iter()
+        .map(|l| l.amount.as_str().parse::<Decimal>().unwrap_or_default())
+        .sum();
+    assert_eq!(corrected, Decimal::new(6400, 4), "1 h × 16 cores × 0.04");
+    // The finalized bill is as it was, to the byte and the version.
+    let again = bills.get(&finalized_name).await?;
+    assert_eq!(again.spec, finalized.spec);
+    assert_eq!(
+        again.metadata.resource_version,
+        finalized.metadata.resource_version
+    );
+    ledger.close().await;
+    Ok(())
+}

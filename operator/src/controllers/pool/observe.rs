@@ -24,12 +24,27 @@ pub fn view(ctx: &Context, pool: &CapacityPool, now: DateTime<Utc>) -> PoolView 
     let stores = &ctx.stores;
     let name = pool.name_any();
     let (namespace_tenants, tenants) = tenants(ctx, &name, now);
+    // The pool's nodes, and nodes relabelled out of it while still marked for its leases.
+    let lease_uids: std::collections::HashSet<String> = stores
+        .leases
+        .state()
+        .iter()
+        .filter(|l| l.spec.pool.as_str() == name)
+        .filter_map(|l| l.uid())
+        .collect();
     let mut nodes: Vec<NodeView> = stores
         .nodes
         .state()
         .iter()
-        .filter(|n| observe::labels_match(n.metadata.labels.as_ref(), &pool.spec.node_selector))
-        .map(|node| {
+        .filter_map(|n| {
+            let in_pool =
+                observe::labels_match(n.metadata.labels.as_ref(), &pool.spec.node_selector);
+            let ours = binding::marks(n)
+                .lease
+                .is_some_and(|uid| lease_uids.contains(&uid));
+            (in_pool || ours).then_some((n, in_pool))
+        })
+        .map(|(node, in_pool)| {
             let node_name = node.name_any();
             let mut pods = stores.pods.on_node(&node_name);
             for pod in &mut pods {
@@ -55,6 +70,7 @@ pub fn view(ctx: &Context, pool: &CapacityPool, now: DateTime<Utc>) -> PoolView 
                     })
                     .map(|c| c.name.to_string()),
                 pods,
+                in_pool,
                 name: node_name,
             }
         })

@@ -381,13 +381,15 @@ impl<'a> Pass<'a> {
         for node in &self.view.nodes {
             let role = match &node.marks.lease {
                 Some(uid)
-                    if holders.get(uid.as_str()).is_some_and(|l| {
-                        l.status.bound_nodes.iter().any(|n| n.as_str() == node.name)
-                    }) =>
+                    if node.in_pool
+                        && holders.get(uid.as_str()).is_some_and(|l| {
+                            l.status.bound_nodes.iter().any(|n| n.as_str() == node.name)
+                        }) =>
                 {
                     Role::Lent { lease: uid.clone() }
                 }
                 _ if node.marks.is_tenants() => Role::Returning,
+                _ if !node.in_pool => continue,
                 _ => Role::Free(idle::classify(
                     &self.facts(node, None),
                     self.now,
@@ -463,6 +465,9 @@ impl<'a> Pass<'a> {
             }
             self.wake_at(end);
         }
+        if self.lost_nodes(lease) {
+            return;
+        }
         let mut next = lease.status.clone();
         if lease.phase() == Some(LeasePhase::Reclaiming) {
             // The deadline is the one written with the notice, whatever happened since.
@@ -517,6 +522,85 @@ impl<'a> Pass<'a> {
         if next != lease.status {
             self.push(lease, Write::Status(Box::new(next)));
         }
+    }
+
+    /// Nodes of the lease that left the pool (deleted, or relabelled out of its selector)
+    /// are no longer billed: a new binding records what is left from now on, with a
+    /// condition and an Event; a lease left with no node ends. A node still in the pool
+    /// that lost the lease's marks gets them back. Whether the lease's plan is done.
+    fn lost_nodes(&mut self, lease: &'a LeaseView) -> bool {
+        let mut kept = Vec::new();
+        let mut lost = Vec::new();
+        for bound in &lease.status.bound_nodes {
+            match self.node(bound.as_str()) {
+                Some(node) if node.in_pool => {
+                    if node.marks.lease.as_deref() != Some(lease.uid.as_str())
+                        && !node.marks.is_tenants()
+                    {
+                        // Someone took the lease's marks off a node it holds: put them back.
+                        let tenant = self
+                            .view
+                            .namespace_tenants
+                            .get(&lease.namespace)
+                            .cloned()
+                            .unwrap_or_default();
+                        let to = NodeMarks {
+                            reclaiming: lease.phase() == Some(LeasePhase::Reclaiming),
+                            ..NodeMarks::lent(lease, &tenant)
+                        };
+                        self.marks_after.insert(node.name.as_str(), to.clone());
+                        self.push(
+                            lease,
+                            Write::Node(Box::new(NodePatch {
+                                node: node.name.clone(),
+                                resource_version: node.resource_version.clone(),
+                                from: node.marks.clone(),
+                                to,
+                            })),
+                        );
+                        self.roles.insert(
+                            node.name.as_str(),
+                            Role::Lent {
+                                lease: lease.uid.clone(),
+                            },
+                        );
+                    }
+                    kept.push(node);
+                }
+                _ => lost.push(bound.to_string()),
+            }
+        }
+        if lost.is_empty() {
+            return false;
+        }
+        let message = format!(
+            "node(s) {} left pool {} (deleted, or relabelled out of it) under the lease",
+            lost.join(", "),
+            self.view.name
+        );
+        if kept.is_empty() {
+            let note = Note::warning("NodesLost", format!("{message}; the lease ends"));
+            self.push(lease, Write::Event(note));
+            self.end(lease, EndReason::Reclaimed);
+            return true;
+        }
+        let names: Vec<String> = kept.iter().map(|n| n.name.clone()).collect();
+        let capacity: Resources = kept.iter().map(|n| n.capacity()).sum();
+        let mut next = lease.status.clone();
+        self.refresh_cost(lease, &mut next, self.now);
+        let next = status::lost_nodes(lease, next, &names, &capacity, &message, self.now);
+        self.push(lease, Write::Status(Box::new(next)));
+        self.push(
+            lease,
+            Write::Event(Note::warning(
+                "NodesLost",
+                format!(
+                    "{message}; it goes on with {} node(s), billed for them from now",
+                    names.len()
+                ),
+            )),
+        );
+        true
     }
 
     /// Notice to the lease: recorded first (when and until when, and why), then its nodes

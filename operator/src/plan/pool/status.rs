@@ -270,6 +270,40 @@ pub fn nodes_returned(
     next
 }
 
+/// Some of the lease's nodes are gone: from `now` it holds `nodes` (`capacity` in all).
+pub fn lost_nodes(
+    lease: &LeaseView,
+    mut next: CapacityLeaseStatus,
+    nodes: &[String],
+    capacity: &Resources,
+    message: &str,
+    now: DateTime<Utc>,
+) -> CapacityLeaseStatus {
+    let bound: Vec<NodeName> = nodes.iter().map(|n| NodeName::new(n.clone())).collect();
+    next.bindings.push(LeaseBinding {
+        at: timestamp(now),
+        nodes: bound.clone(),
+        cpu: Quantity(format_cpu(capacity.cpu_millis)),
+        memory: Quantity(format_bytes(capacity.memory_bytes)),
+        gpu: Quantity(capacity.gpus.to_string()),
+    });
+    // The list is bounded; the oldest entries are the ones billed long ago.
+    let keep = next.bindings.len().saturating_sub(64);
+    next.bindings.drain(..keep);
+    next.node_count = i32::try_from(nodes.len()).ok();
+    next.bound_nodes = bound;
+    next.conditions = conditions::set(
+        &next.conditions,
+        "NodesLost",
+        true,
+        "NodeGone",
+        message,
+        lease.generation,
+        now,
+    );
+    next
+}
+
 /// The write that failed last time succeeded or no longer needs doing.
 pub fn settle_synced(next: &mut CapacityLeaseStatus, generation: Option<i64>, now: DateTime<Utc>) {
     if next

@@ -44,6 +44,7 @@ fn node(name: &str, cores: i64) -> NodeView {
         allocatable: Ok(Resources::new(cores * 1000, 64 << 30, 0)),
         class: Some("standard".into()),
         pods: vec![],
+        in_pool: true,
     }
 }
 
@@ -1091,5 +1092,76 @@ fn an_internal_pod_found_on_a_lent_node_is_evicted_and_the_pool_says_so() {
             "internal pod internal/tolerates-all was on node n0, lent to tenant acme: evicted"
                 .into()
         )]
+    );
+}
+
+#[test]
+fn a_node_that_leaves_the_pool_under_a_lease_stops_being_billed_from_then_on() {
+    let v = view(
+        vec![node("n0", 16), node("n1", 16), node("n2", 16)],
+        vec![lease(
+            "render",
+            "tenant-acme",
+            spec(LeaseClass::Spot, "32", "8h"),
+        )],
+    );
+    let (mut v, _) = settle(v, now(), 3);
+    // n1 is deleted; later n0 is relabelled out of the pool.
+    v.nodes.retain(|n| n.name != "n1");
+    let at = now() + Duration::minutes(10);
+    let (after, plans) = settle(v, at, 3);
+    let render = lease_of(&after, "render");
+    assert_eq!(render.status.phase, Some(LeasePhase::Active));
+    assert_eq!(
+        render
+            .status
+            .bound_nodes
+            .iter()
+            .map(|n| n.as_str())
+            .collect::<Vec<_>>(),
+        ["n0"]
+    );
+    let last = render.status.bindings.last().unwrap();
+    assert_eq!(
+        (last.at.as_str(), last.cpu.0.as_str()),
+        ("2026-11-22T20:10:00Z", "16")
+    );
+    assert_eq!(
+        render.status.bindings.len(),
+        2,
+        "the first binding stays, for the bill"
+    );
+    assert_eq!(
+        condition(render, "NodesLost").2,
+        "node(s) n1 left pool general (deleted, or relabelled out of it) under the lease"
+    );
+    assert!(
+        plans[0].leases[0]
+            .writes
+            .iter()
+            .any(|w| matches!(w, Write::Event(n) if n.warning && n.reason == "NodesLost"))
+    );
+
+    let mut relabelled = after.clone();
+    relabelled
+        .nodes
+        .iter_mut()
+        .find(|n| n.name == "n0")
+        .unwrap()
+        .in_pool = false;
+    let later = at + Duration::minutes(1);
+    let (done, _) = settle(relabelled, later, 4);
+    let render = lease_of(&done, "render");
+    assert_eq!(render.status.phase, Some(LeasePhase::Ended), "no node left");
+    assert_eq!(render.status.end_reason, Some(EndReason::Reclaimed));
+    assert!(
+        !done
+            .nodes
+            .iter()
+            .find(|n| n.name == "n0")
+            .unwrap()
+            .marks
+            .is_tenants(),
+        "the relabelled node is unmarked"
     );
 }

@@ -129,6 +129,9 @@ pub struct NodeView {
     pub class: Option<String>,
     /// Pods bound to the node that have not finished.
     pub pods: Vec<PodFacts>,
+    /// The pool's selector matches the node. A node outside it is in the view only while it
+    /// is marked for one of the pool's leases (it was relabelled out under a lease).
+    pub in_pool: bool,
 }
 
 impl NodeView {
