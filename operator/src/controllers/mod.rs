@@ -96,11 +96,19 @@ impl Context {
         reason: &str,
         note: String,
     ) {
+        // The recorder folds events of the same action into one series: the same reason
+        // with another note is another event, so the note is part of the action.
+        let digest = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            note.hash(&mut hasher);
+            hasher.finish() as u32
+        };
         let event = Event {
             type_,
             reason: reason.to_string(),
+            action: format!("{reason}-{digest:08x}"),
             note: Some(note),
-            action: reason.to_string(),
             secondary: None,
         };
         match self.recorder.publish(&event, object).await {

@@ -325,8 +325,12 @@ impl<'a> Pass<'a> {
         self.evict_internal_pods_from_lent_nodes();
         self.idle_clocks();
         self.settle_synced();
-        let (status, note) = self.pool_status();
+        let (status, note, held_back) = self.pool_status();
         self.events.extend(note);
+        if held_back {
+            // A utilisation change within the second of the last is recorded at the next.
+            self.wake_at(self.now + Duration::seconds(1));
+        }
         let reservations = self.reservation_statuses();
         // Nothing here changes with the clock alone, but look again now and then.
         self.wake_at(self.now + Duration::minutes(5));
@@ -1258,7 +1262,7 @@ impl<'a> Pass<'a> {
     }
 
     /// The pool's status once the plan is applied.
-    fn pool_status(&self) -> (CapacityPoolStatus, Option<Note>) {
+    fn pool_status(&self) -> (CapacityPoolStatus, Option<Note>, bool) {
         let total = self.view.nodes.len();
         let lent = self
             .roles

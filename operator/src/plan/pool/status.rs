@@ -350,7 +350,7 @@ pub fn pool(
     spot_per_core_hour: Option<Decimal>,
     ledger: &Ledger,
     now: DateTime<Utc>,
-) -> (CapacityPoolStatus, Option<Note>) {
+) -> (CapacityPoolStatus, Option<Note>, bool) {
     let PoolCounts {
         total,
         lendable,
@@ -432,18 +432,19 @@ pub fn pool(
         ),
     };
     let as_i32 = |v: usize| i32::try_from(v).ok();
+    let (utilisation_history, held_back) = history(
+        &old.utilisation_history,
+        utilisation,
+        spot_per_core_hour,
+        now,
+    );
     let status = CapacityPoolStatus {
         nodes: as_i32(total),
         lendable_nodes: as_i32(lendable),
         lent_nodes: as_i32(lent),
         headroom_nodes: as_i32(headroom),
         spot_price_per_core_hour: spot_per_core_hour.map(|p| Money::new(p.normalize().to_string())),
-        utilisation_history: history(
-            &old.utilisation_history,
-            utilisation,
-            spot_per_core_hour,
-            now,
-        ),
+        utilisation_history,
         conditions: conds,
         observed_generation: generation,
     };
@@ -453,21 +454,26 @@ pub fn pool(
         .find(|c| c.type_ == "Ready")
         .map(|c| c.reason.as_str());
     let note = (!ready && was != Some(reason)).then(|| Note::warning(reason, message));
-    (status, note)
+    (status, note, held_back)
 }
 
-/// The history with `utilisation` from `now` on, if it changed: the last 64 changes.
+/// The history with `utilisation` from `now` on, if it changed: the last 64 changes; and
+/// whether a change was held back to the next second.
 fn history(
     old: &[UtilisationChange],
     utilisation: Decimal,
     spot_per_core_hour: Option<Decimal>,
     now: DateTime<Utc>,
-) -> Vec<UtilisationChange> {
+) -> (Vec<UtilisationChange>, bool) {
     let text = utilisation.to_string();
     let spot = spot_per_core_hour.map(|p| Money::new(p.normalize().to_string()));
     let mut history = old.to_vec();
     let last = history.last();
-    if last.is_none_or(|l| l.utilisation != text || l.spot_price_per_core_hour != spot) {
+    // One change per second at most, so that each is a billing fact of its own (keyed by
+    // its second): a second change within the same second is recorded at the next one.
+    let same_second = last.is_some_and(|l| l.at == timestamp(now));
+    let changed = last.is_none_or(|l| l.utilisation != text || l.spot_price_per_core_hour != spot);
+    if changed && !same_second {
         history.push(UtilisationChange {
             at: timestamp(now),
             utilisation: text,
@@ -476,7 +482,7 @@ fn history(
     }
     let keep = history.len().saturating_sub(64);
     history.drain(..keep);
-    history
+    (history, changed && same_second)
 }
 
 /// A reservation's status now, the Events its window's start or end makes, and when it

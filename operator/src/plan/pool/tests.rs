@@ -1165,3 +1165,27 @@ fn a_node_that_leaves_the_pool_under_a_lease_stops_being_billed_from_then_on() {
         "the relabelled node is unmarked"
     );
 }
+
+#[test]
+fn a_second_utilisation_change_within_one_second_is_recorded_at_the_next() {
+    // Each history entry is a billing fact keyed by its second: two in one second would
+    // give the ledger two different facts under one key.
+    let v = view(vec![node("n0", 16), node("n1", 16)], vec![]);
+    let (mut v, _) = settle(v, now(), 3);
+    let at = |v: &PoolView| {
+        let h = &v.status.as_ref().unwrap().utilisation_history;
+        h.iter()
+            .map(|c| (c.at.as_str().to_owned(), c.utilisation.clone()))
+            .collect::<Vec<_>>()
+    };
+    let before = at(&v);
+    v.nodes[1].pods.push(pod("internal", "web-1"));
+    let same_second = plan(&v, now(), &settings());
+    let v = simulate::apply(&v, &same_second);
+    assert_eq!(at(&v), before, "a change in the second of the last waits");
+    assert_eq!(same_second.wake_at, Some(now() + Duration::seconds(1)));
+    let (v, _) = settle(v, now() + Duration::seconds(1), 3);
+    let mut after = before.clone();
+    after.push(("2026-11-22T20:00:01Z".to_owned(), "0.5".to_owned()));
+    assert_eq!(at(&v), after);
+}
