@@ -88,24 +88,22 @@ pub fn write(path: &Path, record: &Record, clock: Clock) -> anyhow::Result<()> {
                     Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
                 });
         }
-        if *pool == "general" {
-            for (w_start, w_end) in &record.windows {
-                let (a, b) = (hours(*w_start).max(0.0), hours(*w_end).min(end));
-                if a < end {
-                    chart
-                        .draw_series(std::iter::once(Rectangle::new(
-                            [(a, 0), (b.max(a), top)],
-                            RGBAColor(200, 40, 40, 0.18).filled(),
-                        )))
-                        .map_err(|e| anyhow::anyhow!("{e}"))?
-                        .label("peak reservation window")
-                        .legend(|(x, y)| {
-                            Rectangle::new(
-                                [(x, y - 5), (x + 10, y + 5)],
-                                RGBAColor(200, 40, 40, 0.3).filled(),
-                            )
-                        });
-                }
+        for (_, w_start, w_end) in record.windows.iter().filter(|w| w.0 == *pool) {
+            let (a, b) = (hours(*w_start).max(0.0), hours(*w_end).min(end));
+            if a < end {
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(a, 0), (b.max(a), top)],
+                        RGBAColor(200, 40, 40, 0.12).filled(),
+                    )))
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .label("peak reservation window")
+                    .legend(|(x, y)| {
+                        Rectangle::new(
+                            [(x, y - 5), (x + 10, y + 5)],
+                            RGBAColor(200, 40, 40, 0.3).filled(),
+                        )
+                    });
             }
         }
         for ((_, what), (at, mark_pool)) in &record.marks {

@@ -107,7 +107,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Summary> {
     let operator = OperatorProcess::start(&plane, &operator_binary, &out, &flags)?;
     operator.ready().await?;
     say(format!(
-        "operator running (log: {}); pools general and gpu, rate card standard-2026, tenants acme (alice), globex (bob), initech (carol); peak reservation launch-week keeps 60 % of general from {}",
+        "operator running (log: {}); pools general and gpu, rate card standard-2026, tenants acme (alice), globex (bob), initech (carol); peak reservations launch-week (60 % of general) and launch-week-gpu (75 % of gpu) from {}",
         out.join("operator.log").display(),
         reservation_start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     ));

@@ -68,8 +68,8 @@ pub struct Record {
     pub phases: BTreeMap<String, usize>,
     /// Internal pods seen on a lent node.
     pub violations: BTreeSet<String>,
-    /// Reservation windows (start, end) seen, for the chart.
-    pub windows: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Reservation windows (pool, start, end) seen, for the chart.
+    pub windows: Vec<(String, DateTime<Utc>, DateTime<Utc>)>,
     /// When each lease was admitted and given notice, by (lease, "admitted" or "notice"):
     /// the instant and the pool, for the chart.
     pub marks: BTreeMap<(String, &'static str), (DateTime<Utc>, String)>,
@@ -262,9 +262,11 @@ impl Record {
                     instant(&Some(w.start.clone())),
                     instant(&Some(w.end.clone())),
                 )
-                && !self.windows.contains(&(start, end))
             {
-                self.windows.push((start, end));
+                let window = (reservation.spec.pool.to_string(), start, end);
+                if !self.windows.contains(&window) {
+                    self.windows.push(window);
+                }
             }
         }
         self.events(client).await?;

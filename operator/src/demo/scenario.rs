@@ -78,7 +78,7 @@ pub async fn nodes(plane: &ControlPlane, general: usize, gpu: usize) -> anyhow::
     Ok(())
 }
 
-/// Pools, the rate card, the tenants and the peak reservation (from `reservation_start` to
+/// Pools, the rate card, the tenants and the peak reservations (from `reservation_start` to
 /// the end of the run and beyond).
 pub async fn book(
     client: &Client,
@@ -130,13 +130,19 @@ pub async fn book(
     }
     let at =
         |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    Api::<PeakReservation>::all(client.clone())
-        .create(&create, &object(json!({
-            "apiVersion": "offpeak.dev/v1alpha1", "kind": "PeakReservation", "metadata": {"name": "launch-week"},
-            "spec": {"pool": "general", "keep": {"percent": 60},
-                     "window": {"start": at(reservation_start), "end": at(reservation_start + chrono::Duration::days(7))}},
-        }))?)
-        .await?;
+    // Launch week: the company keeps most of both pools for itself from the start.
+    for (name, pool, keep) in [
+        ("launch-week", "general", 60),
+        ("launch-week-gpu", "gpu", 75),
+    ] {
+        Api::<PeakReservation>::all(client.clone())
+            .create(&create, &object(json!({
+                "apiVersion": "offpeak.dev/v1alpha1", "kind": "PeakReservation", "metadata": {"name": name},
+                "spec": {"pool": pool, "keep": {"percent": keep},
+                         "window": {"start": at(reservation_start), "end": at(reservation_start + chrono::Duration::days(7))}},
+            }))?)
+            .await?;
+    }
     Ok(())
 }
 
@@ -191,6 +197,15 @@ pub fn rentals(run: Duration) -> Vec<Rental> {
             name: "training",
             pods: 2,
             spec: json!({"pool": "gpu", "class": "Reserved", "nodes": {"class": "a100", "count": 1}, "duration": term(0.3)}),
+        },
+        // A hyperparameter sweep on spare GPUs, until launch week takes them back.
+        Rental {
+            at: 0.10,
+            user: "carol",
+            namespace: "tenant-initech",
+            name: "gpu-sweep",
+            pods: 4,
+            spec: json!({"pool": "gpu", "class": "Spot", "nodes": {"class": "a100", "count": 4}, "duration": term(1.0), "maxPricePerHour": "40.00"}),
         },
         // More cheap capacity on the high-memory nodes.
         Rental {

@@ -24,8 +24,12 @@ use super::record::{Reclaim, Record};
 pub struct TenantSummary {
     pub tenant: String,
     pub leases: usize,
-    /// Lease-seconds of CPU billed.
-    pub seconds: i64,
+    /// Core-seconds of CPU billed.
+    pub core_seconds: Decimal,
+    /// Usage charges: every second of every resource at its price.
+    pub usage: Decimal,
+    /// Top-ups to the rate card's minimum charge per lease.
+    pub minimum: Decimal,
     pub charges: Decimal,
     pub credits: Decimal,
     pub total: Decimal,
@@ -82,35 +86,34 @@ pub async fn collect(
             .and_then(|t| DateTime::parse_from_rfc3339(t.as_str()).ok())
             .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
         let bill = ledger.current_bill(&tenant, &period, as_of).await?;
-        let charges: Decimal = bill
-            .lines
-            .iter()
-            .filter(|l| l.kind != LineKind::SlaCredit)
-            .map(|l| l.amount.amount)
-            .sum();
-        let credits: Decimal = bill
-            .lines
-            .iter()
-            .filter(|l| l.kind == LineKind::SlaCredit)
-            .map(|l| -l.amount.amount)
-            .fold(Decimal::ZERO, |a, b| a + b)
-            .abs();
+        let sum = |kind: LineKind| -> Decimal {
+            bill.lines
+                .iter()
+                .filter(|l| l.kind == kind)
+                .map(|l| l.amount.amount)
+                .sum()
+        };
+        let (usage, minimum) = (sum(LineKind::Usage), sum(LineKind::MinimumCharge));
+        // Credit lines are negative; shown as a positive amount at the bill's precision.
+        let credits = sum(LineKind::SlaCredit).abs();
         let mut lease_ids: Vec<&str> = bill.lines.iter().map(|l| l.lease.as_str()).collect();
         lease_ids.sort_unstable();
         lease_ids.dedup();
         tenants.push(TenantSummary {
             tenant: tenant.clone(),
             leases: lease_ids.len(),
-            seconds: bill
+            core_seconds: bill
                 .lines
                 .iter()
                 .filter(|l| {
                     l.kind == LineKind::Usage
                         && l.resource == Some(offpeak_billing::rate::Resource::Cpu)
                 })
-                .map(|l| l.seconds)
+                .map(|l| l.quantity * Decimal::from(l.seconds))
                 .sum(),
-            charges,
+            usage,
+            minimum,
+            charges: usage + minimum,
             credits,
             total: bill.total.amount,
             currency: bill.currency.code().to_string(),
@@ -198,6 +201,12 @@ pub async fn collect(
     Ok(summary)
 }
 
+/// `amount` with exactly `scale` decimal places.
+fn at_scale(mut amount: Decimal, scale: u32) -> Decimal {
+    amount.rescale(scale);
+    amount
+}
+
 fn seconds(d: chrono::Duration) -> f64 {
     d.num_milliseconds() as f64 / 1000.0
 }
@@ -210,8 +219,8 @@ fn render(s: &Summary) -> String {
     );
     let _ = writeln!(
         out,
-        "  {:<10} {:>6} {:>10} {:>12} {:>10} {:>12}",
-        "tenant", "leases", "cpu-s", "charges", "credits", "total"
+        "  {:<10} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "tenant", "leases", "core-s", "usage", "minimum", "credits", "total"
     );
     for t in &s.tenants {
         let agrees = match t.usage_bill_total {
@@ -221,13 +230,39 @@ fn render(s: &Summary) -> String {
         };
         let _ = writeln!(
             out,
-            "  {:<10} {:>6} {:>10} {:>12} {:>10} {:>12} {} {agrees}",
-            t.tenant, t.leases, t.seconds, t.charges, t.credits, t.total, t.currency
+            "  {:<10} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {} {agrees}",
+            t.tenant,
+            t.leases,
+            t.core_seconds.normalize(),
+            t.usage,
+            t.minimum,
+            at_scale(t.credits, t.total.scale()),
+            t.total,
+            t.currency
+        );
+    }
+    if s.tenants.iter().any(|t| t.minimum > Decimal::ZERO) {
+        let _ = writeln!(
+            out,
+            "  (each lease is billed its real seconds: a simulated day is a few real minutes, so\n   most leases stay under the rate card's minimum charge and are topped up to it)"
         );
     }
     let _ = writeln!(out, "\nPools: idle capacity turned into revenue");
     for (pool, hours) in &s.leased_node_hours {
-        let _ = writeln!(out, "  {pool:<8} {hours:.2} node-hours leased");
+        let reclaimed: Vec<&Reclaim> = s.reclaims.iter().filter(|r| &r.pool == pool).collect();
+        let nodes: usize = reclaimed.iter().map(|r| r.nodes.len()).sum();
+        let latest = reclaimed
+            .iter()
+            .filter_map(|r| r.back.map(|b| seconds(b - r.deadline)))
+            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+        let back = match latest {
+            Some(late) => format!(
+                ", {nodes} node(s) given back by reclaims, each at most {late:.1} s after its deadline"
+            ),
+            None if nodes > 0 => format!(", {nodes} node(s) being reclaimed"),
+            None => String::new(),
+        };
+        let _ = writeln!(out, "  {pool:<8} {hours:.2} node-hours leased{back}");
     }
     let _ = writeln!(
         out,
