@@ -1,4 +1,4 @@
-//! A short run of the main job (about a minute, fewer nodes), judged by its outcomes: no
+//! A short run of the main job (a day in 90 s, the demo's own pools), judged by its outcomes: no
 //! internal pod ever ran on a lent node, every reclaimed lease got its full notice and gave
 //! its nodes back soon after the deadline, every ended lease's bill lines hold exactly its
 //! recorded seconds, the summary's totals equal the UsageBill objects and the FOCUS CSV,
@@ -14,10 +14,11 @@ use rust_decimal::Decimal;
 async fn a_short_demo_tells_the_story_and_its_numbers_agree() -> anyhow::Result<()> {
     let out = tempfile::tempdir()?;
     let summary = offpeak::demo::run(DemoArgs {
-        run_for: Duration::from_secs(75),
-        day: Duration::from_secs(75),
-        general_nodes: 15,
-        gpu_nodes: 2,
+        run_for: Duration::from_secs(90),
+        day: Duration::from_secs(90),
+        // The demo's own pools: the tenants' asks are sized for them.
+        general_nodes: 40,
+        gpu_nodes: 8,
         out: Some(out.path().to_path_buf()),
         keep: false,
         verbose: false,
