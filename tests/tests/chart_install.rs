@@ -612,8 +612,10 @@ async fn install_run_uninstall(
     let refused: Vec<&str> = log
         .lines()
         .filter(|l| {
+            // kube's errors carry the API server's reason and code; a bare "403" could be
+            // part of a UID.
             let l = l.to_lowercase();
-            l.contains("forbidden") || l.contains("403")
+            l.contains("forbidden") || l.contains("code: 403")
         })
         .collect();
     assert!(
@@ -726,6 +728,25 @@ async fn helm_installs_the_operator_that_runs_as_its_account_and_uninstall_keeps
             "{object:?} after helm uninstall"
         );
     }
+    // Installed again, the release takes its ledger's claim over.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), NAMESPACE);
+    let kept = claims.get("offpeak-ledger").await?.metadata.uid;
+    let mut again = vec![
+        "install",
+        "offpeak",
+        CHART,
+        "-n",
+        NAMESPACE,
+        "--wait",
+        "--timeout=3m",
+    ];
+    let sets: Vec<String> = sqlite.iter().map(|v| format!("--set={v}")).collect();
+    again.extend(sets.iter().map(String::as_str));
+    helm_in(plane, &again)?;
+    assert_eq!(claims.get("offpeak-ledger").await?.metadata.uid, kept);
+    helm_in(plane, &["uninstall", "offpeak", "-n", NAMESPACE, "--wait"])?;
+    assert_eq!(claims.get("offpeak-ledger").await?.metadata.uid, kept);
+
     let ledger = volume_dir.join("ledger.db");
     assert!(
         ledger.exists(),
