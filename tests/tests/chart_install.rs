@@ -14,7 +14,7 @@
 
 mod chart_support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -532,7 +532,8 @@ async fn install_run_uninstall(
         "{crds}"
     );
 
-    // helm waited for the Deployment: its pods are scheduled, on different nodes.
+    // helm waited for the Deployment: its pods are scheduled. (Which nodes proves nothing
+    // about the chart's anti-affinity: the scheduler spreads replicas by default.)
     let deployment: Deployment = Api::namespaced(admin.clone(), NAMESPACE)
         .get("offpeak")
         .await?;
@@ -546,8 +547,6 @@ async fn install_run_uninstall(
         .await?
         .items;
     assert_eq!(pods.len(), replicas as usize);
-    let hosts: BTreeSet<String> = pods.iter().map(node_of).collect();
-    assert_eq!(hosts.len(), pods.len(), "replicas share a node: {hosts:?}");
     if replicas > 1 {
         // The budget lets a drain take one replica at a time.
         let budgets: Api<PodDisruptionBudget> = Api::namespaced(admin.clone(), NAMESPACE);
