@@ -37,11 +37,6 @@ use offpeak_tests::fixtures::{
 use offpeak_tests::{deployment, node_of, wait_running};
 use serde_json::json;
 
-/// Env the chart sets for a flag the operator does not have yet: the binary ignores them.
-/// When `offpeak run --help` lists one, this test fails: take it out of here (the operator
-/// this test runs then uses it).
-const PENDING_ENV: &[&str] = &["OFFPEAK_LEADER_ELECTION"];
-
 /// The `offpeak` binary beside this test's folder of the target dir, built from the
 /// sources as they are now (or `OFFPEAK_BIN`).
 fn operator_binary() -> anyhow::Result<PathBuf> {
@@ -101,7 +96,7 @@ fn help_of(binary: &Path) -> anyhow::Result<String> {
 }
 
 /// Every flag the chart passes is one `offpeak run` knows, and every OFFPEAK_ variable
-/// it sets is one it reads (or one [`PENDING_ENV`] names).
+/// it sets is one it reads.
 fn check_flags(container: &Container, help: &str) {
     for arg in container
         .args
@@ -119,21 +114,11 @@ fn check_flags(container: &Container, help: &str) {
         if !var.name.starts_with("OFFPEAK_") {
             continue;
         }
-        let known = help.contains(&format!("[env: {}=", var.name));
-        if PENDING_ENV.contains(&var.name.as_str()) {
-            assert!(
-                !known,
-                "`offpeak run` reads {} now: take it out of PENDING_ENV in {}",
-                var.name,
-                file!()
-            );
-        } else {
-            assert!(
-                known,
-                "the chart sets {} but `offpeak run` does not read it",
-                var.name
-            );
-        }
+        assert!(
+            help.contains(&format!("[env: {}=", var.name)),
+            "the chart sets {} but `offpeak run` does not read it",
+            var.name
+        );
     }
 }
 
