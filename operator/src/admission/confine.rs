@@ -374,7 +374,11 @@ mod tests {
                 false,
             ),
         ] {
-            assert_eq!(tolerates_lent_nodes(std::slice::from_ref(&t)), reaches, "{t:?}");
+            assert_eq!(
+                tolerates_lent_nodes(std::slice::from_ref(&t)),
+                reaches,
+                "{t:?}"
+            );
         }
     }
 

@@ -201,8 +201,10 @@ async fn claim_namespace(ctx: &Context, namespace: &str, tenant: &str) -> Result
 }
 
 /// Whether the API server enforces the namespace's quotas yet: the quota controller has
-/// written each one's status for its spec. Until then the API server refuses what the quota
-/// counts ("status unknown for quota"), so the tenant's people are let in after.
+/// written each one's status for its spec, with a usage for every resource (for
+/// count/capacityleases.offpeak.dev only once its discovery found the CRD, up to 30 s after
+/// the CRD is installed). Until then the API server refuses what the quota counts
+/// ("status unknown for quota"), so the tenant's people are let in after.
 async fn quotas_enforced(ctx: &Context, namespace: &str) -> Result<bool> {
     let api: Api<ResourceQuota> = Api::namespaced(ctx.client.clone(), namespace);
     for name in tenancy::RELEASED_QUOTAS {
@@ -210,8 +212,12 @@ async fn quotas_enforced(ctx: &Context, namespace: &str) -> Result<bool> {
             return Ok(false);
         };
         let wanted = quota.spec.as_ref().and_then(|s| s.hard.as_ref());
-        let enforced = quota.status.as_ref().and_then(|s| s.hard.as_ref());
-        if wanted.is_none() || wanted != enforced {
+        let status = quota.status.as_ref();
+        let enforced = status.and_then(|s| s.hard.as_ref());
+        let used = status.and_then(|s| s.used.as_ref());
+        let counted =
+            wanted.is_some_and(|w| used.is_some_and(|u| w.keys().all(|k| u.contains_key(k))));
+        if wanted.is_none() || wanted != enforced || !counted {
             return Ok(false);
         }
     }
