@@ -508,6 +508,11 @@ async fn pod_escapes_are_refused_naming_the_field_even_without_pod_security() ->
         spec.security_context.and_then(|s| s.run_as_non_root),
         Some(true)
     );
+    // It pulls its image every time: no cached image of another tenant without credentials.
+    assert_eq!(
+        spec.containers[0].image_pull_policy.as_deref(),
+        Some("Always")
+    );
 
     let mut escapes = pod_escapes();
     escapes.push((everyone_repelled(), AFFINITY_REFUSED, vec![]));

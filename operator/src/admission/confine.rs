@@ -38,6 +38,7 @@ pub fn confine(pod: &Pod, tenant: &str) -> Pod {
         spec.preemption_policy = Some(TENANT_PREEMPTION.to_string());
     }
     restrict(spec);
+    always_pull(spec);
     pod
 }
 
@@ -73,6 +74,21 @@ fn restrict(spec: &mut k8s_openapi::api::core::v1::PodSpec) {
         .chain(spec.init_containers.iter_mut().flatten())
     {
         restrict_container(container);
+    }
+}
+
+/// Tenant containers pull their image every time (the one setting the webhook rewrites, as
+/// the AlwaysPullImages admission plugin would: the API server has already defaulted it to
+/// IfNotPresent, so an unset policy cannot be told from a stated one). A lent node keeps
+/// the images of earlier tenants in its runtime's cache; with Always, the registry checks
+/// this tenant's credentials before a cached private image of another tenant is used.
+fn always_pull(spec: &mut k8s_openapi::api::core::v1::PodSpec) {
+    for container in spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+    {
+        container.image_pull_policy = Some("Always".to_string());
     }
 }
 
@@ -270,6 +286,10 @@ mod tests {
         );
         let sc = spec.containers[0].security_context.clone().unwrap();
         assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            spec.containers[0].image_pull_policy.as_deref(),
+            Some("Always")
+        );
         assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]));
     }
 
@@ -343,6 +363,7 @@ mod tests {
                 "/spec/preemptionPolicy".to_string(),
                 "/spec/securityContext".to_string(),
                 "/spec/containers/0/securityContext".to_string(),
+                "/spec/containers/0/imagePullPolicy".to_string(),
             ])
         );
     }

@@ -302,6 +302,11 @@ fn pod_security_rules() -> Vec<Validation> {
             "spec.securityContext.windowsOptions.hostProcess: tenant pods may not run as host processes",
         ),
         rule(
+            "object.spec.containers.all(c, has(c.imagePullPolicy) && c.imagePullPolicy == 'Always') && \
+             (!has(object.spec.initContainers) || object.spec.initContainers.all(c, has(c.imagePullPolicy) && c.imagePullPolicy == 'Always'))",
+            "spec.containers[*].imagePullPolicy: tenant containers pull their images every time (Always), so no tenant runs another's cached private image",
+        ),
+        rule(
             "!has(object.spec.runtimeClassName) || object.spec.runtimeClassName == ''",
             "spec.runtimeClassName: tenant pods run in the node's default runtime (no runtime class is offered to tenants)",
         ),
@@ -690,6 +695,7 @@ mod tests {
             "hostProcess:",
             "spec.runtimeClassName:",
             "spec.affinity:",
+            "imagePullPolicy:",
         ] {
             assert!(
                 messages.iter().any(|m| m.contains(field)),
