@@ -34,8 +34,12 @@ pub struct TenantSpec {
     /// The customer's name for people, such as "ACME Rendering Ltd.".
     #[schemars(length(min = 1, max = 128))]
     pub display_name: String,
-    /// Namespaces the tenant owns; the operator creates them and labels them as the
-    /// tenant's. At least 1, at most 32; not default, kube-system or any kube-* namespace.
+    /// Namespaces the tenant owns; the operator creates them, labels them as the tenant's
+    /// and enforces Pod Security restricted there. A namespace that already exists and is
+    /// not Offpeak's is refused (condition Ready, reason NamespaceConflict), never adopted. A
+    /// namespace removed from this list is released: the tenant's people lose access at
+    /// once, and Offpeak's quotas, limits, NetworkPolicies and labels go once its leases
+    /// ended. At least 1, at most 32; not default, kube-system or any kube-* namespace.
     #[schemars(length(min = 1, max = 32), extend("x-kubernetes-list-type" = "set"))]
     #[x_kube(validation = Rule::new("self.all(n, n != 'default' && !n.startsWith('kube-') && !n.startsWith('offpeak-'))")
         .message("spec.namespaces must not name default, a kube-* or an offpeak-* namespace: those belong to the cluster"))]
