@@ -46,6 +46,10 @@ use crate::plan::resources::Resources;
 /// tenant too; this is the fallback.
 const WAIT: Duration = Duration::from_secs(1);
 const RELEASE_WAIT: Duration = Duration::from_secs(10);
+/// How long a new quota may go without a usage for one of its resources before it is made
+/// again (see [`quotas_enforced`]); until the controller discovered the CRD, each new one
+/// is made again after as long.
+const QUOTA_RECOUNT_AFTER: chrono::Duration = chrono::Duration::seconds(10);
 
 pub async fn run(
     ctx: Arc<Context>,
@@ -94,6 +98,12 @@ impl Applied {
     fn remember(&self, key: String, digest: u64) {
         if let Ok(mut m) = self.0.lock() {
             m.insert(key, (digest, std::time::Instant::now()));
+        }
+    }
+
+    fn forget(&self, key: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(key);
         }
     }
 
@@ -201,11 +211,18 @@ async fn claim_namespace(ctx: &Context, namespace: &str, tenant: &str) -> Result
 }
 
 /// Whether the API server enforces the namespace's quotas yet: the quota controller has
-/// written each one's status for its spec, with a usage for every resource (for
-/// count/capacityleases.offpeak.dev only once its discovery found the CRD, up to 30 s after
-/// the CRD is installed). Until then the API server refuses what the quota counts
-/// ("status unknown for quota"), so the tenant's people are let in after.
-async fn quotas_enforced(ctx: &Context, namespace: &str) -> Result<bool> {
+/// written each one's status for its spec, with a usage for every resource. Until then the
+/// API server refuses what the quota counts ("status unknown for quota"), so the tenant's
+/// people are let in after.
+///
+/// The quota controller counts a custom resource (count/capacityleases.offpeak.dev) only
+/// once its discovery (every 30 s) found the CRD, and looks again at a quota it already
+/// synced only at its full resync (every 5 minutes by default). A quota left without that
+/// usage for longer than [`QUOTA_RECOUNT_AFTER`] is deleted here and created again by the
+/// next pass, which makes the controller count it at once: harmless, since nobody has
+/// access yet. (In a cluster whose CRDs were installed before its tenants this never
+/// happens.)
+async fn quotas_enforced(ctx: &Context, applied: &Applied, namespace: &str) -> Result<bool> {
     let api: Api<ResourceQuota> = Api::namespaced(ctx.client.clone(), namespace);
     for name in tenancy::RELEASED_QUOTAS {
         let Some(quota) = api.get_opt(name).await? else {
@@ -214,12 +231,30 @@ async fn quotas_enforced(ctx: &Context, namespace: &str) -> Result<bool> {
         let wanted = quota.spec.as_ref().and_then(|s| s.hard.as_ref());
         let status = quota.status.as_ref();
         let enforced = status.and_then(|s| s.hard.as_ref());
-        let used = status.and_then(|s| s.used.as_ref());
-        let counted =
-            wanted.is_some_and(|w| used.is_some_and(|u| w.keys().all(|k| u.contains_key(k))));
-        if wanted.is_none() || wanted != enforced || !counted {
+        if wanted.is_none() || wanted != enforced {
             return Ok(false);
         }
+        let used = status.and_then(|s| s.used.as_ref());
+        let uncounted: Vec<&String> = wanted
+            .iter()
+            .flat_map(|w| w.keys())
+            .filter(|k| !used.is_some_and(|u| u.contains_key(*k)))
+            .collect();
+        if uncounted.is_empty() {
+            continue;
+        }
+        let age = observe::created(&quota.metadata).map(|created| Utc::now() - created);
+        if age.is_some_and(|age| age > QUOTA_RECOUNT_AFTER) {
+            tracing::info!(
+                namespace,
+                quota = name,
+                ?uncounted,
+                "creating the quota again so that it is counted"
+            );
+            delete(ctx, api.clone(), name).await?;
+            applied.forget(&format!("ResourceQuota/{namespace}/{name}"));
+        }
+        return Ok(false);
     }
     Ok(true)
 }
@@ -266,7 +301,7 @@ async fn provide(
     let binding = tenancy::role_binding(namespace, &name, &users, &groups);
     let (key, digest) = key_digest(&binding)?;
     if !applied.fresh(&key, digest, ctx.settings.tenant_resync)
-        && !quotas_enforced(ctx, namespace).await?
+        && !quotas_enforced(ctx, applied, namespace).await?
     {
         return Ok(false);
     }
