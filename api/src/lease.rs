@@ -47,6 +47,9 @@ use crate::units::{GoDuration, Quantity, Timestamp, at_most, duration_range, pos
     validation = Rule::new("!has(oldSelf.status) || !has(oldSelf.status.admittedAt) || (has(self.spec.nodes) == has(oldSelf.spec.nodes) && (!has(self.spec.nodes) || self.spec.nodes == oldSelf.spec.nodes))")
         .message("spec.nodes cannot change once the lease is admitted (status.admittedAt is set); create a new lease instead")
         .field_path(".spec.nodes"),
+    validation = Rule::new("!has(oldSelf.status) || !has(oldSelf.status.admittedAt) || (has(self.spec.maxPricePerHour) == has(oldSelf.spec.maxPricePerHour) && (!has(self.spec.maxPricePerHour) || self.spec.maxPricePerHour == oldSelf.spec.maxPricePerHour))")
+        .message("spec.maxPricePerHour cannot change once the lease is admitted (status.admittedAt is set); the admitted bid stands for the whole term, create a new lease instead")
+        .field_path(".spec.maxPricePerHour"),
 )]
 #[x_kube(
     validation = Rule::new("has(self.resources) != has(self.nodes)")

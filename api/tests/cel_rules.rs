@@ -258,10 +258,28 @@ fn an_admitted_lease_keeps_its_class_pool_and_amount() {
             "{change}"
         );
     }
-    // The bid may still rise after admission.
-    let mut raised = admitted.clone();
-    merge(&mut raised, &json!({"spec": {"maxPricePerHour": "9.00"}}));
-    assert_eq!(broken(lease, &raised, Some(&admitted)), Vec::new());
+    // The bid is fixed once admitted, up or down; before admission it may change.
+    for bid in ["0.01", "9.00"] {
+        let mut changed = admitted.clone();
+        merge(&mut changed, &json!({"spec": {"maxPricePerHour": bid}}));
+        assert_refused(
+            lease,
+            &changed,
+            Some(&admitted),
+            ".spec.maxPricePerHour",
+            "spec.maxPricePerHour cannot change once the lease is admitted",
+        );
+        let mut before = pending.clone();
+        merge(&mut before, &json!({"spec": {"maxPricePerHour": bid}}));
+        assert_eq!(broken(lease, &before, Some(&pending)), Vec::new(), "{bid}");
+    }
+    // Unchanged, the admitted lease may still be written (its labels, say).
+    let mut relabelled = admitted.clone();
+    merge(
+        &mut relabelled,
+        &json!({"metadata": {"labels": {"team": "render"}}}),
+    );
+    assert_eq!(broken(lease, &relabelled, Some(&admitted)), Vec::new());
 }
 
 #[test]
@@ -533,6 +551,48 @@ fn tenant_rules() {
         None,
         "spec.groups",
         "system: group",
+    );
+    for user in [
+        "system:anonymous",
+        "system:serviceaccount:kube-system:default",
+        "system:kube-controller-manager",
+    ] {
+        assert_refused(
+            kind,
+            &patched(file, json!({"spec": {"users": ["alice", user]}})),
+            None,
+            "spec.users",
+            "spec.users must not name a system: user",
+        );
+    }
+    // A user whose name merely contains "system:" is a person.
+    assert_eq!(
+        broken(
+            kind,
+            &patched(file, json!({"spec": {"users": ["alice@system:west"]}})),
+            None
+        ),
+        Vec::new()
+    );
+    for (field, value) in [("storage", "2Pi"), ("ephemeralStorage", "5Pi")] {
+        assert_refused(
+            kind,
+            &patched(file, json!({"spec": {"quota": {field: value}}})),
+            None,
+            &format!("spec.quota.{field}"),
+            &format!("spec.quota.{field} must be at most 1Pi"),
+        );
+    }
+    assert_eq!(
+        broken(
+            kind,
+            &patched(
+                file,
+                json!({"spec": {"quota": {"secrets": 5, "storage": "10Gi"}}})
+            ),
+            None
+        ),
+        Vec::new()
     );
     assert_refused(
         kind,

@@ -1,5 +1,7 @@
-//! Tenant pod confinement: the webhook server (placement) and the cluster objects that
-//! wire it up and enforce the rules that need no lookup (a ValidatingAdmissionPolicy).
+//! Tenant isolation at admission: the webhook server (tenant pods' placement and Pod
+//! Security defaults, new leases' finalizer, internal pods steered off lent nodes) and the
+//! cluster objects that wire it up and enforce the rules that need no lookup
+//! (ValidatingAdmissionPolicies: see [`policy`]).
 
 pub mod confine;
 pub mod policy;
@@ -41,8 +43,9 @@ struct WebhookState {
     nodes: Store<Node>,
 }
 
-/// Applies the confinement objects (policy, binding, webhook configuration, priority class)
-/// under Offpeak's field manager.
+/// Applies the confinement objects (policies, bindings, webhook configurations, priority
+/// class) under Offpeak's field manager. Each policy goes before its binding, and the
+/// policies before the webhooks that rely on them.
 pub async fn install(
     client: &kube::Client,
     endpoint: &policy::WebhookEndpoint,
@@ -65,6 +68,31 @@ pub async fn install(
         Api::all(client.clone()),
         &params,
         policy::confinement_binding(),
+    )
+    .await?;
+    apply(Api::all(client.clone()), &params, policy::services_policy()).await?;
+    apply(
+        Api::all(client.clone()),
+        &params,
+        policy::services_binding(),
+    )
+    .await?;
+    apply(
+        Api::all(client.clone()),
+        &params,
+        policy::internal_pods_policy(),
+    )
+    .await?;
+    apply(
+        Api::all(client.clone()),
+        &params,
+        policy::internal_pods_binding(),
+    )
+    .await?;
+    apply(
+        Api::all(client.clone()),
+        &params,
+        policy::internal_pods_webhook(endpoint, ca_pem),
     )
     .await?;
     apply(
@@ -137,6 +165,7 @@ pub async fn serve(
     let app = Router::new()
         .route(policy::MUTATE_PODS_PATH, post(mutate_pod))
         .route(policy::MUTATE_LEASES_PATH, post(mutate_lease))
+        .route(policy::STEER_INTERNAL_PODS_PATH, post(steer_internal_pod))
         .with_state(WebhookState {
             client,
             namespaces,
@@ -164,6 +193,40 @@ async fn mutate_pod(
         }
     };
     Json(review_pod(&state, &request).await.into_review())
+}
+
+/// An internal pod that tolerates the lent nodes' taint gets the node affinity that keeps
+/// it off them. The API server sends only such pods (the webhook's match condition); the
+/// test is made again here, so a pod sent by mistake is admitted unchanged.
+async fn steer_internal_pod(
+    Json(review): Json<AdmissionReview<Pod>>,
+) -> Json<AdmissionReview<DynamicObject>> {
+    let request: AdmissionRequest<Pod> = match review.try_into() {
+        Ok(request) => request,
+        Err(e) => {
+            tracing::warn!(error = %e, "malformed admission review");
+            return Json(AdmissionResponse::invalid(e.to_string()).into_review());
+        }
+    };
+    let response = AdmissionResponse::from(&request);
+    let Some(pod) = &request.object else {
+        return Json(response.into_review());
+    };
+    if !confine::needs_steering(pod) {
+        return Json(response.into_review());
+    }
+    let steered = confine::steer(pod);
+    Json(
+        match confine::patch(pod, &steered).map(|patch| response.clone().with_patch(patch)) {
+            Ok(Ok(patched)) => patched.into_review(),
+            Ok(Err(e)) => response
+                .deny(format!("cannot encode the steering patch: {e}"))
+                .into_review(),
+            Err(e) => response
+                .deny(format!("cannot encode the pod: {e}"))
+                .into_review(),
+        },
+    )
 }
 
 /// A new lease gets the finalizer that makes its nodes come back before it goes.
