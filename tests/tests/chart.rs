@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chart_support::{
     CHART, NAMESPACE, documented_permissions, expand_rules, helm, object, refusal, render, repo,
 };
-use offpeak::admission::policy::{self, WebhookEndpoint};
+use offpeak::admission::{self, policy::WebhookEndpoint};
 use offpeak::desired::tenancy;
 use serde_json::{Value, json};
 
@@ -491,65 +491,96 @@ fn the_charts_crds_are_a_copy_of_crds() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The chart holds the tenancy objects the operator applies at start; they must say the
-/// same, or the chart's copy would be what runs until the operator first starts, and
-/// what `helm upgrade` writes back.
+/// The tenancy objects the operator applies at start (the tenant ClusterRole, then the
+/// confinement objects in their order) with the webhooks pointed at `endpoint`, without
+/// labels or CA: those are the install's.
+fn operator_tenancy_objects(endpoint: &WebhookEndpoint) -> Vec<Value> {
+    let role = serde_json::to_value(tenancy::tenant_cluster_role()).expect("serializable");
+    let mut objects = vec![role];
+    objects.extend(
+        admission::cluster_objects(endpoint, "")
+            .into_iter()
+            .map(|o| o.body),
+    );
+    objects.iter_mut().for_each(without_install_parts);
+    objects
+}
+
+/// An object without what differs by install: labels, annotations, webhooks' CA.
+fn without_install_parts(object: &mut Value) {
+    if let Some(meta) = object["metadata"].as_object_mut() {
+        meta.remove("labels");
+        meta.remove("annotations");
+    }
+    for hook in object["webhooks"].as_array_mut().into_iter().flatten() {
+        if let Some(config) = hook["clientConfig"].as_object_mut() {
+            config.remove("caBundle");
+        }
+    }
+}
+
+const TENANCY_FILE: &str = "charts/offpeak/files/tenancy.yaml";
+
+/// The chart's copy of the tenancy objects is generated from the operator's code:
+/// `files/tenancy.yaml` is exactly what the operator applies (the webhooks' Service a
+/// placeholder the template fills in), so the chart cannot drift from it.
+#[test]
+fn the_charts_tenancy_file_is_generated_from_the_operator() -> anyhow::Result<()> {
+    let placeholder = WebhookEndpoint::Service {
+        namespace: "RELEASE-NAMESPACE".into(),
+        name: "WEBHOOK-SERVICE".into(),
+        port: 443,
+    };
+    let mut text = String::from(
+        "# Generated from operator/src/admission and operator/src/desired/tenancy.rs: do not edit.\n\
+         # Regenerate with `OFFPEAK_UPDATE_CRDS=1 cargo test -p offpeak-tests --test chart -- tenancy`.\n\
+         # templates/tenancy.yaml adds the chart's labels and the webhooks' Service and CA.\n",
+    );
+    for object in operator_tenancy_objects(&placeholder) {
+        text.push_str("---\n");
+        text.push_str(&serde_yaml::to_string(&object)?);
+    }
+    let path = repo(TENANCY_FILE);
+    if std::env::var_os("OFFPEAK_UPDATE_CRDS").is_some_and(|v| v == "1") {
+        std::fs::write(&path, &text)?;
+    }
+    assert!(
+        std::fs::read_to_string(&path)? == text,
+        "{TENANCY_FILE} differs from the operator's objects. Regenerate it with \
+         `OFFPEAK_UPDATE_CRDS=1 cargo test -p offpeak-tests --test chart -- tenancy` and commit it"
+    );
+    Ok(())
+}
+
+/// What the chart installs is what the operator applies at start, object by object, with
+/// the webhooks pointed at the chart's Service: otherwise the chart's copy would be what
+/// runs until the operator first starts, and what `helm upgrade` writes back.
 #[test]
 fn the_charts_tenancy_objects_are_the_ones_the_operator_applies() -> anyhow::Result<()> {
-    let objects = render(&[])?;
-    let rust = |value: serde_json::Result<Value>| value.expect("serializable");
-    assert_eq!(
-        object(&objects, "ClusterRole", tenancy::TENANT_ROLE)["rules"],
-        rust(serde_json::to_value(tenancy::tenant_cluster_role()))["rules"],
-        "charts/offpeak/templates/tenancy.yaml: ClusterRole offpeak-tenant"
-    );
-    let class = rust(serde_json::to_value(policy::tenant_priority_class()));
-    let chart_class = object(&objects, "PriorityClass", "offpeak-tenant");
-    for field in ["value", "globalDefault", "preemptionPolicy", "description"] {
-        assert_eq!(chart_class[field], class[field], "PriorityClass {field}");
-    }
-    assert_eq!(
-        object(
-            &objects,
-            "ValidatingAdmissionPolicy",
-            "offpeak-tenant-confinement"
-        )["spec"],
-        rust(serde_json::to_value(policy::confinement_policy()))["spec"],
-        "ValidatingAdmissionPolicy offpeak-tenant-confinement"
-    );
-    assert_eq!(
-        object(
-            &objects,
-            "ValidatingAdmissionPolicyBinding",
-            "offpeak-tenant-confinement"
-        )["spec"],
-        rust(serde_json::to_value(policy::confinement_binding()))["spec"],
-        "ValidatingAdmissionPolicyBinding offpeak-tenant-confinement"
-    );
-    // As the chart's flags make the operator apply them: through the webhook Service.
+    let rendered = render(&[])?;
     let endpoint = WebhookEndpoint::Service {
         namespace: NAMESPACE.into(),
         name: "offpeak-webhook".into(),
         port: 443,
     };
-    for (name, operator) in [
-        (
-            "offpeak-tenant-pods",
-            policy::confinement_webhook(&endpoint, ""),
-        ),
-        ("offpeak-leases", policy::lease_webhook(&endpoint, "")),
-    ] {
-        let mut chart = object(&objects, "MutatingWebhookConfiguration", name)["webhooks"].clone();
-        let mut operator = rust(serde_json::to_value(operator))["webhooks"].clone();
-        // The CA is the install's (compared with the Secret's by another test).
-        for hooks in [&mut chart, &mut operator] {
-            for hook in hooks.as_array_mut().into_iter().flatten() {
-                hook["clientConfig"]
-                    .as_object_mut()
-                    .map(|c| c.remove("caBundle"));
-            }
-        }
-        assert_eq!(chart, operator, "MutatingWebhookConfiguration {name}");
+    let expected = operator_tenancy_objects(&endpoint);
+    assert_eq!(
+        expected.len(),
+        11,
+        "the tenant role and ten confinement objects"
+    );
+    for operator in expected {
+        let (kind, name) = (
+            operator["kind"].as_str().unwrap_or_default(),
+            operator["metadata"]["name"].as_str().unwrap_or_default(),
+        );
+        let mut chart = object(&rendered, kind, name).clone();
+        assert_eq!(
+            chart["metadata"]["labels"]["app.kubernetes.io/managed-by"], "Helm",
+            "{kind} {name} carries the chart's labels"
+        );
+        without_install_parts(&mut chart);
+        assert_eq!(chart, operator, "{kind} {name}");
     }
     Ok(())
 }

@@ -17,8 +17,8 @@ use axum::routing::post;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, Patch, PatchParams};
-use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, reflector};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -43,79 +43,56 @@ struct WebhookState {
     nodes: Store<Node>,
 }
 
-/// Applies the confinement objects (policies, bindings, webhook configurations, priority
-/// class) under Offpeak's field manager. Each policy goes before its binding, and the
-/// policies before the webhooks that rely on them.
+/// One cluster-wide object that confines tenants: its API resource and its body.
+pub struct ClusterObject {
+    pub resource: ApiResource,
+    pub name: String,
+    pub body: serde_json::Value,
+}
+
+fn cluster_object<K>(object: K) -> ClusterObject
+where
+    K: kube::Resource<DynamicType = ()> + serde::Serialize,
+{
+    ClusterObject {
+        resource: ApiResource::erase::<K>(&()),
+        name: object.meta().name.clone().unwrap_or_default(),
+        body: serde_json::to_value(&object).unwrap_or_default(),
+    }
+}
+
+/// The confinement objects in the order they are applied: the priority class, each policy
+/// before its binding, and the policies before the webhooks that rely on them. The Helm
+/// chart carries the same objects (its files/tenancy.yaml is generated from this list, and
+/// a test keeps it so).
+pub fn cluster_objects(endpoint: &policy::WebhookEndpoint, ca_pem: &str) -> Vec<ClusterObject> {
+    vec![
+        cluster_object(policy::tenant_priority_class()),
+        cluster_object(policy::confinement_policy()),
+        cluster_object(policy::confinement_binding()),
+        cluster_object(policy::services_policy()),
+        cluster_object(policy::services_binding()),
+        cluster_object(policy::internal_pods_policy()),
+        cluster_object(policy::internal_pods_binding()),
+        cluster_object(policy::internal_pods_webhook(endpoint, ca_pem)),
+        cluster_object(policy::confinement_webhook(endpoint, ca_pem)),
+        cluster_object(policy::lease_webhook(endpoint, ca_pem)),
+    ]
+}
+
+/// Applies the confinement objects under Offpeak's field manager, in their order.
 pub async fn install(
     client: &kube::Client,
     endpoint: &policy::WebhookEndpoint,
     ca_pem: &str,
 ) -> Result<(), kube::Error> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    apply(
-        Api::all(client.clone()),
-        &params,
-        policy::tenant_priority_class(),
-    )
-    .await?;
-    apply(
-        Api::all(client.clone()),
-        &params,
-        policy::confinement_policy(),
-    )
-    .await?;
-    apply(
-        Api::all(client.clone()),
-        &params,
-        policy::confinement_binding(),
-    )
-    .await?;
-    apply(Api::all(client.clone()), &params, policy::services_policy()).await?;
-    apply(
-        Api::all(client.clone()),
-        &params,
-        policy::services_binding(),
-    )
-    .await?;
-    apply(
-        Api::all(client.clone()),
-        &params,
-        policy::internal_pods_policy(),
-    )
-    .await?;
-    apply(
-        Api::all(client.clone()),
-        &params,
-        policy::internal_pods_binding(),
-    )
-    .await?;
-    apply(
-        Api::all(client.clone()),
-        &params,
-        policy::internal_pods_webhook(endpoint, ca_pem),
-    )
-    .await?;
-    apply(
-        Api::all(client.clone()),
-        &params,
-        policy::confinement_webhook(endpoint, ca_pem),
-    )
-    .await?;
-    apply(
-        Api::all(client.clone()),
-        &params,
-        policy::lease_webhook(endpoint, ca_pem),
-    )
-    .await?;
+    for object in cluster_objects(endpoint, ca_pem) {
+        Api::<DynamicObject>::all_with(client.clone(), &object.resource)
+            .patch(&object.name, &params, &Patch::Apply(&object.body))
+            .await?;
+    }
     Ok(())
-}
-
-async fn apply<K>(api: Api<K>, params: &PatchParams, object: K) -> Result<K, kube::Error>
-where
-    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let name = object.meta().name.clone().unwrap_or_default();
-    api.patch(&name, params, &Patch::Apply(&object)).await
 }
 
 /// Watches namespaces and nodes into caches and serves the webhook with them.
