@@ -61,7 +61,7 @@ pub async fn start_as(
     let cert = plane.serving_certificate(&["localhost"], &[webhook.ip()])?;
     let options = Options {
         metrics_addr: metrics,
-        webhook: Some(Webhook {
+        webhook: Webhook {
             addr: webhook,
             endpoint: WebhookEndpoint::Url(format!("https://{webhook}")),
             tls: WebhookTls {
@@ -69,7 +69,7 @@ pub async fn start_as(
                 key_pem: cert.key_pem,
                 ca_pem: plane.ca_pem().to_string(),
             },
-        }),
+        },
         settings,
         leader_election: None,
     };

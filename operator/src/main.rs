@@ -121,10 +121,11 @@ async fn main() -> anyhow::Result<()> {
             offpeak_billing::cli::run(command, &mut std::io::stdout().lock()).await
         }
         Command::Run(args) => {
+            let options = options(args)?;
             let client = kube::Client::try_default()
                 .await
                 .context("cannot reach the cluster")?;
-            offpeak::run::run(client, options(args)?).await
+            offpeak::run::run(client, options).await
         }
     }
 }
@@ -135,26 +136,27 @@ fn options(args: RunArgs) -> anyhow::Result<Options> {
         (None, Some(url)) => Some(WebhookEndpoint::Url(url)),
         _ => None,
     };
-    let webhook = match endpoint {
-        None => None,
-        Some(endpoint) => {
-            let dir = args.webhook_cert_dir.context(
-                "--webhook-cert-dir is required with --webhook-service or --webhook-url",
-            )?;
-            let read = |file: &str| {
-                std::fs::read_to_string(dir.join(file))
-                    .with_context(|| format!("cannot read {}", dir.join(file).display()))
-            };
-            Some(Webhook {
-                addr: args.webhook_addr,
-                endpoint,
-                tls: WebhookTls {
-                    cert_pem: read("tls.crt")?,
-                    key_pem: read("tls.key")?,
-                    ca_pem: read("ca.crt")?,
-                },
-            })
-        }
+    // Without the webhook tenant pods would run unconfined on lent nodes: no lending then.
+    let endpoint = endpoint.context(
+        "Offpeak lends nodes only with tenant pod confinement in place: pass \
+         --webhook-service NAMESPACE/NAME:PORT (in a cluster) or --webhook-url URL, \
+         with --webhook-cert-dir",
+    )?;
+    let dir = args
+        .webhook_cert_dir
+        .context("--webhook-cert-dir is required with --webhook-service or --webhook-url")?;
+    let read = |file: &str| {
+        std::fs::read_to_string(dir.join(file))
+            .with_context(|| format!("cannot read {}", dir.join(file).display()))
+    };
+    let webhook = Webhook {
+        addr: args.webhook_addr,
+        endpoint,
+        tls: WebhookTls {
+            cert_pem: read("tls.crt")?,
+            key_pem: read("tls.key")?,
+            ca_pem: read("ca.crt")?,
+        },
     };
     let leader_election = args.leader_election.then(|| offpeak::run::LeaderElection {
         namespace: args.leader_election_namespace.clone(),

@@ -62,6 +62,40 @@ pub fn is_ready(node: &Node) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// Taints whose nodes are accounted for otherwise: Offpeak's own marks, a cordon
+/// (`Cordoned`), and a node that is not ready or unreachable (`NotReady`).
+const ACCOUNTED_TAINTS: &[&str] = &[
+    crate::names::TENANT,
+    crate::names::RECLAIMING,
+    "node.kubernetes.io/unschedulable",
+    "node.kubernetes.io/not-ready",
+    "node.kubernetes.io/unreachable",
+];
+
+/// Why Offpeak never lends this node, if it does not: a control-plane node, or one that
+/// carries a NoSchedule or NoExecute taint Offpeak does not own (someone keeps pods off it
+/// on purpose: lending it would hand that choice to a tenant).
+pub fn withheld(node: &Node) -> Option<String> {
+    let labels = node.metadata.labels.as_ref();
+    for role in [
+        "node-role.kubernetes.io/control-plane",
+        "node-role.kubernetes.io/master",
+    ] {
+        if labels.is_some_and(|l| l.contains_key(role)) {
+            return Some(format!("a control-plane node (label {role})"));
+        }
+    }
+    let taints = node.spec.as_ref().and_then(|s| s.taints.as_deref());
+    let foreign = taints.into_iter().flatten().find(|t| {
+        (t.effect == "NoSchedule" || t.effect == "NoExecute")
+            && !ACCOUNTED_TAINTS.contains(&t.key.as_str())
+    })?;
+    Some(format!(
+        "it carries the taint {}:{} that Offpeak does not own",
+        foreign.key, foreign.effect
+    ))
+}
+
 pub fn idle_since(node: &Node) -> Option<DateTime<Utc>> {
     let text = node.metadata.annotations.as_ref()?.get(IDLE_SINCE)?;
     DateTime::parse_from_rfc3339(text)
@@ -285,6 +319,61 @@ pub fn created(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_plane_nodes_and_foreign_taints_are_withheld() {
+        use k8s_openapi::api::core::v1::{NodeSpec, Taint};
+        let node = |labels: &[&str], taints: &[(&str, &str)]| Node {
+            metadata: kube::api::ObjectMeta {
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|l| (l.to_string(), String::new()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                taints: Some(
+                    taints
+                        .iter()
+                        .map(|(key, effect)| Taint {
+                            key: key.to_string(),
+                            effect: effect.to_string(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(withheld(&node(&[], &[])), None);
+        assert_eq!(
+            withheld(&node(&["node-role.kubernetes.io/control-plane"], &[])).as_deref(),
+            Some("a control-plane node (label node-role.kubernetes.io/control-plane)")
+        );
+        assert_eq!(
+            withheld(&node(&[], &[("example.com/maintenance", "NoExecute")])).as_deref(),
+            Some(
+                "it carries the taint example.com/maintenance:NoExecute that Offpeak does not own"
+            )
+        );
+        // Offpeak's own marks, a cordon and readiness are accounted for elsewhere; a
+        // preference is not a refusal.
+        let accounted = node(
+            &[],
+            &[
+                ("offpeak.dev/tenant", "NoSchedule"),
+                ("offpeak.dev/reclaiming", "NoSchedule"),
+                ("node.kubernetes.io/unschedulable", "NoSchedule"),
+                ("node.kubernetes.io/not-ready", "NoExecute"),
+                ("node.kubernetes.io/unreachable", "NoExecute"),
+                ("example.com/spare", "PreferNoSchedule"),
+            ],
+        );
+        assert_eq!(withheld(&accounted), None);
+    }
 
     #[test]
     fn durations_and_instants_parse() {

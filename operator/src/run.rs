@@ -18,8 +18,9 @@ use crate::telemetry::{self, Metrics, Readiness};
 /// Everything the operator needs to start.
 pub struct Options {
     pub metrics_addr: SocketAddr,
-    /// The pod webhook: where it listens, how the API server reaches it, and its TLS.
-    pub webhook: Option<Webhook>,
+    /// The pod webhook: where it listens, how the API server reaches it, and its TLS. It is
+    /// not optional: without it tenant pods would run unconfined on lent nodes.
+    pub webhook: Webhook,
     pub settings: Settings,
     /// Several replicas: only the holder of this coordination Lease writes.
     pub leader_election: Option<LeaderElection>,
@@ -56,18 +57,13 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
         )
         .await
         .context("cannot install the tenant ClusterRole")?;
-    let webhook = async {
-        match &options.webhook {
-            Some(hook) => {
-                admission::install(&client, &hook.endpoint, &hook.tls.ca_pem)
-                    .await
-                    .context("cannot install the tenant pod policy and webhook")?;
-                admission::run(hook.addr, &hook.tls, client.clone()).await
-            }
-            None => std::future::pending().await,
-        }
-    };
-    tracing::info!(metrics = %options.metrics_addr, webhook = options.webhook.is_some(), "offpeak operator starting");
+    // Confinement is in place before anything can be lent.
+    let hook = &options.webhook;
+    admission::install(&client, &hook.endpoint, &hook.tls.ca_pem)
+        .await
+        .context("cannot install the tenant pod policy and webhook")?;
+    let webhook = admission::run(hook.addr, &hook.tls, client.clone());
+    tracing::info!(metrics = %options.metrics_addr, webhook = %hook.addr, "offpeak operator starting");
     let (leader, elect) = leadership(&client, options.leader_election.clone()).await?;
     tokio::select! {
         result = telemetry::serve(options.metrics_addr, metrics.clone(), readiness.clone()) => result.context("metrics server"),

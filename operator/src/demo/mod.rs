@@ -89,10 +89,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Summary> {
     ));
     plane.install_crds(&offpeak_api::crds()).await?;
     let client = plane.client().await?;
-    let started = Instant::now();
-    let start_time = Utc::now();
-    let reservation_start = start_time + chrono::Duration::from_std(args.run_for.mul_f64(0.55))?;
-    scenario::book(&client, reservation_start).await?;
+    scenario::book(&client).await?;
     let operator_binary = match &args.operator {
         Some(path) => path.clone(),
         None => std::env::current_exe()?,
@@ -106,6 +103,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Summary> {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let operator = OperatorProcess::start(&plane, &operator_binary, &out, &flags)?;
     operator.ready().await?;
+    say("waiting for the tenants to be ready (namespaces isolated, quotas counted, people let in)");
+    let waited = Instant::now();
+    scenario::tenants_ready(&client, Duration::from_secs(180)).await?;
+    say(format!(
+        "tenants ready in {:.1}s; the day begins",
+        waited.elapsed().as_secs_f64()
+    ));
+    let started = Instant::now();
+    let start_time = Utc::now();
+    let reservation_start = start_time + chrono::Duration::from_std(args.run_for.mul_f64(0.55))?;
+    scenario::reserve(&client, reservation_start).await?;
     say(format!(
         "operator running (log: {}); pools general and gpu, rate card standard-2026, tenants acme (alice), globex (bob), initech (carol); peak reservations launch-week (60 % of general) and launch-week-gpu (75 % of gpu) from {}",
         out.join("operator.log").display(),

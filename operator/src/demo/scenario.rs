@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
 use offpeak_api::{CapacityLease, CapacityPool, PeakReservation, RateCard, Tenant};
 use offpeak_testenv::{ControlPlane, NodeSpec};
 use serde_json::{Value, json};
@@ -78,12 +78,8 @@ pub async fn nodes(plane: &ControlPlane, general: usize, gpu: usize) -> anyhow::
     Ok(())
 }
 
-/// Pools, the rate card, the tenants and the peak reservations (from `reservation_start` to
-/// the end of the run and beyond).
-pub async fn book(
-    client: &Client,
-    reservation_start: chrono::DateTime<chrono::Utc>,
-) -> anyhow::Result<()> {
+/// Pools, the rate card and the tenants.
+pub async fn book(client: &Client) -> anyhow::Result<()> {
     let create = PostParams::default();
     let pools: Api<CapacityPool> = Api::all(client.clone());
     pools
@@ -128,6 +124,48 @@ pub async fn book(
             }))?)
             .await?;
     }
+    Ok(())
+}
+
+/// Waits until every tenant is Ready: its namespaces made and isolated, its quotas counted
+/// by the quota controller (which finds a CRD it was not told about, such as
+/// CapacityLease's count, at its next discovery round, up to half a minute on a fresh
+/// cluster), its people let in.
+pub async fn tenants_ready(client: &Client, within: Duration) -> anyhow::Result<()> {
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let list = tenants.list(&Default::default()).await?;
+        let waiting: Vec<String> = list
+            .items
+            .iter()
+            .filter_map(|t| {
+                let ready = t
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+                match ready {
+                    Some(c) if c.status == offpeak_api::ConditionStatus::True => None,
+                    Some(c) => Some(format!("{}: {}", t.name_any(), c.message)),
+                    None => Some(format!("{}: no status yet", t.name_any())),
+                }
+            })
+            .collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "tenants not ready after {within:?}: {}",
+            waiting.join("; ")
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The peak reservations: launch week, from `start` for a week.
+pub async fn reserve(client: &Client, start: chrono::DateTime<chrono::Utc>) -> anyhow::Result<()> {
+    let create = PostParams::default();
     let at =
         |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     // Launch week: the company keeps most of both pools for itself from the start.
@@ -139,7 +177,7 @@ pub async fn book(
             .create(&create, &object(json!({
                 "apiVersion": "offpeak.dev/v1alpha1", "kind": "PeakReservation", "metadata": {"name": name},
                 "spec": {"pool": pool, "keep": {"percent": keep},
-                         "window": {"start": at(reservation_start), "end": at(reservation_start + chrono::Duration::days(7))}},
+                         "window": {"start": at(start), "end": at(start + chrono::Duration::days(7))}},
             }))?)
             .await?;
     }

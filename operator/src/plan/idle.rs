@@ -15,6 +15,8 @@ pub struct NodeFacts {
     pub ready: bool,
     /// `spec.unschedulable` set by someone other than Offpeak.
     pub cordoned_by_others: bool,
+    /// Why Offpeak never lends it (a control-plane node, a taint it does not own).
+    pub withheld: Option<String>,
     /// The lease this node is bound to, if any.
     pub lease: Option<String>,
     /// Pods bound to the node that are still running or pending.
@@ -48,6 +50,10 @@ pub struct PodFacts {
 pub enum NodeState {
     NotReady,
     Cordoned,
+    /// Never lent: see [`NodeFacts::withheld`].
+    Withheld {
+        reason: String,
+    },
     Lent {
         lease: String,
     },
@@ -92,6 +98,11 @@ pub fn classify(node: &NodeFacts, now: DateTime<Utc>, idle_after: Duration) -> N
     if node.cordoned_by_others {
         return NodeState::Cordoned;
     }
+    if let Some(reason) = &node.withheld {
+        return NodeState::Withheld {
+            reason: reason.clone(),
+        };
+    }
     let workloads: Vec<&PodFacts> = node.pods.iter().filter(|p| !p.node_level).collect();
     if let Some(first) = workloads.first() {
         return NodeState::Busy {
@@ -124,6 +135,7 @@ mod tests {
             name: "n0".into(),
             ready: true,
             cordoned_by_others: false,
+            withheld: None,
             lease: None,
             pods,
             idle_since: idle_since.map(utc),
@@ -206,6 +218,14 @@ mod tests {
         n.ready = true;
         n.cordoned_by_others = true;
         assert_eq!(classify(&n, now, Duration::zero()), NodeState::Cordoned);
+        n.cordoned_by_others = false;
+        n.withheld = Some("a control-plane node".into());
+        assert_eq!(
+            classify(&n, now, Duration::zero()),
+            NodeState::Withheld {
+                reason: "a control-plane node".into()
+            }
+        );
         n.lease = Some("tenant-acme/render".into());
         assert_eq!(
             classify(&n, now, Duration::zero()),

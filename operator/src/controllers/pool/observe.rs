@@ -59,6 +59,7 @@ pub fn view(ctx: &Context, pool: &CapacityPool, now: DateTime<Utc>) -> PoolView 
                     .as_ref()
                     .and_then(|s| s.unschedulable)
                     .unwrap_or(false),
+                withheld: observe::withheld(node),
                 marks: binding::marks(node),
                 allocatable: observe::allocatable(node),
                 class: pool

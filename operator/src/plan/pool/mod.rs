@@ -409,6 +409,7 @@ impl<'a> Pass<'a> {
             name: node.name.clone(),
             ready: node.ready,
             cordoned_by_others: node.cordoned_by_others,
+            withheld: node.withheld.clone(),
             lease,
             pods: node.pods.clone(),
             idle_since: node.marks.idle_since.as_deref().and_then(parse_instant),
@@ -1291,6 +1292,14 @@ impl<'a> Pass<'a> {
             .values()
             .filter(|r| matches!(r.state_after(), Some(NodeState::Busy { .. })))
             .count();
+        let withheld: Vec<String> = self
+            .roles
+            .iter()
+            .filter_map(|(name, role)| match role {
+                Role::Free(NodeState::Withheld { reason }) => Some(format!("{name}: {reason}")),
+                _ => None,
+            })
+            .collect();
         let in_use = utilisation(lent + busy, total);
         let spot = self
             .view
@@ -1306,6 +1315,7 @@ impl<'a> Pass<'a> {
                 headroom: total - headroom_limit.min(total),
             },
             &malformed,
+            &withheld,
             in_use,
             spot,
             &self.view.ledger,

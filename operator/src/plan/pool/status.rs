@@ -346,6 +346,7 @@ pub fn pool(
     view: &PoolView,
     counts: PoolCounts,
     malformed: &[String],
+    withheld: &[String],
     utilisation: Decimal,
     spot_per_core_hour: Option<Decimal>,
     ledger: &Ledger,
@@ -404,6 +405,29 @@ pub fn pool(
         } else {
             "no rate card prices this pool now; Spot leases wait"
         },
+        generation,
+        now,
+    );
+    // Nodes Offpeak never lends, and why (a control-plane node, a taint it does not own).
+    let withheld_message = if withheld.is_empty() {
+        "every node of the pool may be lent when it is idle".to_string()
+    } else {
+        format!(
+            "{} node(s) are never lent: {}",
+            withheld.len(),
+            withheld.join("; ")
+        )
+    };
+    conds = conditions::set(
+        &conds,
+        "Withheld",
+        !withheld.is_empty(),
+        if withheld.is_empty() {
+            "NoneWithheld"
+        } else {
+            "NodesWithheld"
+        },
+        &withheld_message,
         generation,
         now,
     );

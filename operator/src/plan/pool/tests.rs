@@ -37,6 +37,7 @@ fn node(name: &str, cores: i64) -> NodeView {
         resource_version: Some("1".into()),
         ready: true,
         cordoned_by_others: false,
+        withheld: None,
         marks: NodeMarks {
             idle_since: Some("2026-11-22T19:00:00Z".into()),
             ..NodeMarks::default()
@@ -1188,4 +1189,47 @@ fn a_second_utilisation_change_within_one_second_is_recorded_at_the_next() {
     let mut after = before.clone();
     after.push(("2026-11-22T20:00:01Z".to_owned(), "0.5".to_owned()));
     assert_eq!(at(&v), after);
+}
+
+#[test]
+fn a_withheld_node_is_never_lent_and_the_pool_says_why() {
+    let mut v = view(
+        vec![node("n0", 16), node("n1", 16)],
+        vec![lease(
+            "render",
+            "tenant-acme",
+            spec(LeaseClass::Spot, "32", "2h"),
+        )],
+    );
+    v.nodes[1].withheld =
+        Some("a control-plane node (label node-role.kubernetes.io/control-plane)".into());
+    let (waiting, plans) = settle(v, now(), 3);
+    assert_eq!(plans.len(), 1);
+    assert_eq!(
+        condition(lease_of(&waiting, "render"), "Admitted"),
+        (
+            ConditionStatus::False,
+            "InsufficientCapacity",
+            "pool general has 1 free lendable node(s): short of cpu 16"
+        )
+    );
+    let pool = waiting.status.as_ref().expect("a pool status");
+    let withheld = pool
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Withheld")
+        .expect("a Withheld condition");
+    assert_eq!(
+        (
+            withheld.status,
+            withheld.reason.as_str(),
+            withheld.message.as_str()
+        ),
+        (
+            ConditionStatus::True,
+            "NodesWithheld",
+            "1 node(s) are never lent: n1: a control-plane node (label node-role.kubernetes.io/control-plane)"
+        )
+    );
+    assert_eq!(pool.lendable_nodes, Some(1));
 }

@@ -121,6 +121,9 @@ pub struct NodeView {
     pub ready: bool,
     /// `spec.unschedulable` (set by someone other than Offpeak).
     pub cordoned_by_others: bool,
+    /// Why Offpeak never lends it, if it does not (a control-plane node, a taint it does
+    /// not own).
+    pub withheld: Option<String>,
     /// What Offpeak has written on the node.
     pub marks: NodeMarks,
     /// Allocatable, or why it cannot be read (then the node counts as empty).
