@@ -1308,14 +1308,14 @@ impl<'a> Pass<'a> {
             .map(|c| pricing::hourly_prices(c, BillingClass::Spot, Some(in_use)).cpu_core);
         status::pool(
             self.view,
-            status::PoolCounts {
+            status::PoolNodes {
                 total,
                 lendable,
                 lent,
                 headroom: total - headroom_limit.min(total),
+                malformed,
+                withheld,
             },
-            &malformed,
-            &withheld,
             in_use,
             spot,
             &self.view.ledger,

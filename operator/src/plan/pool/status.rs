@@ -333,31 +333,35 @@ pub fn set_cost(next: &mut CapacityLeaseStatus, cost: Decimal, currency: &str, a
     next.cost_as_of = Some(timestamp(at));
 }
 
-/// Node counts of a pool once the plan is applied.
-pub struct PoolCounts {
+/// A pool's nodes once the plan is applied: counts, and the nodes that cannot be used.
+pub struct PoolNodes {
     pub total: usize,
     pub lendable: usize,
     pub lent: usize,
     pub headroom: usize,
+    /// Nodes whose allocatable cannot be read, with why.
+    pub malformed: Vec<String>,
+    /// Nodes Offpeak never lends, with why.
+    pub withheld: Vec<String>,
 }
 
 /// The pool's status, and an Event when it stops being Ready.
 pub fn pool(
     view: &PoolView,
-    counts: PoolCounts,
-    malformed: &[String],
-    withheld: &[String],
+    nodes: PoolNodes,
     utilisation: Decimal,
     spot_per_core_hour: Option<Decimal>,
     ledger: &Ledger,
     now: DateTime<Utc>,
 ) -> (CapacityPoolStatus, Option<Note>, bool) {
-    let PoolCounts {
+    let PoolNodes {
         total,
         lendable,
         lent,
         headroom,
-    } = counts;
+        malformed,
+        withheld,
+    } = nodes;
     let old = view.status.clone().unwrap_or_default();
     let generation = view.generation;
     let (ready, reason, message) = match &view.settings {
