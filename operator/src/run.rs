@@ -62,7 +62,7 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
     admission::install(&client, &hook.endpoint, &hook.tls.ca_pem)
         .await
         .context("cannot install the tenant pod policy and webhook")?;
-    let webhook = admission::run(hook.addr, &hook.tls, client.clone());
+    let webhook = admission::run(hook.addr, &hook.tls, client.clone(), metrics.clone());
     tracing::info!(metrics = %options.metrics_addr, webhook = %hook.addr, "offpeak operator starting");
     let (leader, elect) = leadership(&client, options.leader_election.clone()).await?;
     tokio::select! {

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub unreadable: IntCounterVec,
     pub plan_writes: HistogramVec,
     pub pass_seconds: HistogramVec,
+    /// Time the webhook takes to answer the API server, by path.
+    pub webhook_seconds: HistogramVec,
     pub facts_pending: prometheus::IntGauge,
     pub facts_written: prometheus::IntCounter,
     pub meter_refused: IntCounterVec,
@@ -122,6 +124,17 @@ impl Metrics {
             &["phase"],
         )?;
         registry.register(Box::new(pass_seconds.clone()))?;
+        let webhook_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "webhook_duration_seconds",
+                "Time the webhook takes to answer an admission review, by path",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+            ]),
+            &["path"],
+        )?;
+        registry.register(Box::new(webhook_seconds.clone()))?;
         let facts_pending = prometheus::IntGauge::new(
             "facts_pending",
             "Billing facts recorded in the cluster and not yet in the ledger",
@@ -196,6 +209,7 @@ impl Metrics {
             unreadable,
             plan_writes,
             pass_seconds,
+            webhook_seconds,
             facts_pending,
             facts_written,
             meter_refused,

@@ -94,7 +94,9 @@ async fn setup() -> anyhow::Result<&'static ControlPlane> {
                     let client = offpeak_testenv::client_from_kubeconfig(&kubeconfig)
                         .await
                         .expect("client");
-                    if let Err(e) = admission::run(addr, &tls, client).await {
+                    let metrics =
+                        std::sync::Arc::new(offpeak::telemetry::Metrics::new().expect("metrics"));
+                    if let Err(e) = admission::run(addr, &tls, client, metrics).await {
                         eprintln!("webhook stopped: {e:#}");
                     }
                 });

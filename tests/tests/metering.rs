@@ -243,6 +243,15 @@ async fn a_locked_ledger_holds_facts_back_says_so_and_gets_every_one_when_it_ret
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_default();
     assert!(pending >= 2, "facts pending: {pending}\n{text}");
+    // The lease went through the webhook that gives it its finalizer, timed by path.
+    let answered: u64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("offpeak_webhook_duration_seconds_count{path=\"/mutate-leases\"} ")
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_default();
+    assert!(answered >= 1, "webhook answers timed: {answered}\n{text}");
     // Leases go on meanwhile.
     assert_eq!(
         leases.get("job").await?.status.and_then(|s| s.phase),

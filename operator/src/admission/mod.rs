@@ -27,6 +27,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::names::{FIELD_MANAGER, FINALIZER, TENANT};
+use crate::telemetry::Metrics;
 
 /// The webhook's serving certificate, key and the CA that signed it (the `caBundle`).
 #[derive(Clone)]
@@ -96,7 +97,12 @@ pub async fn install(
 }
 
 /// Watches namespaces and nodes into caches and serves the webhook with them.
-pub async fn run(addr: SocketAddr, tls: &WebhookTls, client: kube::Client) -> anyhow::Result<()> {
+pub async fn run(
+    addr: SocketAddr,
+    tls: &WebhookTls,
+    client: kube::Client,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
     let (namespaces, namespace_writer) = reflector::store();
     let (nodes, node_writer) = reflector::store();
     let namespace_watch = reflector(
@@ -117,7 +123,7 @@ pub async fn run(addr: SocketAddr, tls: &WebhookTls, client: kube::Client) -> an
     .applied_objects()
     .for_each(|_| futures::future::ready(()));
     tokio::select! {
-        result = serve(addr, tls, client, namespaces, nodes) => result,
+        result = serve(addr, tls, client, namespaces, nodes, metrics) => result,
         () = namespace_watch => anyhow::bail!("the namespace watch ended"),
         () = node_watch => anyhow::bail!("the node watch ended"),
     }
@@ -130,6 +136,7 @@ pub async fn serve(
     client: kube::Client,
     namespaces: Store<Namespace>,
     nodes: Store<Node>,
+    metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
     let certs =
         CertificateDer::pem_slice_iter(tls.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
@@ -143,6 +150,8 @@ pub async fn serve(
         .route(policy::MUTATE_PODS_PATH, post(mutate_pod))
         .route(policy::MUTATE_LEASES_PATH, post(mutate_lease))
         .route(policy::STEER_INTERNAL_PODS_PATH, post(steer_internal_pod))
+        // Only the routes above are timed: a stray path cannot add a label value.
+        .route_layer(axum::middleware::from_fn_with_state(metrics, timed))
         .with_state(WebhookState {
             client,
             namespaces,
@@ -156,6 +165,22 @@ pub async fn serve(
     .serve(app.into_make_service())
     .await?;
     Ok(())
+}
+
+/// Records how long the webhook took to answer, by path.
+async fn timed(
+    State(metrics): State<Arc<Metrics>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = request.uri().path().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    metrics
+        .webhook_seconds
+        .with_label_values(&[path.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
 }
 
 async fn mutate_pod(
