@@ -14,8 +14,8 @@ use offpeak_billing::ledger::Ledger;
 use offpeak_billing::meter::{EndReason, Fact, FactBody, FactSet, Model};
 use offpeak_billing::period::{BillingCycle, Period};
 use offpeak_billing::rate::{LeaseClass, SpotPriceRule};
+use offpeak_testenv::TempPostgres;
 use rust_decimal::Decimal;
-use support::postgres::TempPostgres;
 use support::*;
 
 const LEASES: usize = 10_000;
@@ -162,7 +162,7 @@ fn ledgers(c: &mut Criterion) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let postgres = TempPostgres::start();
+    let postgres = TempPostgres::start().expect("a PostgreSQL server");
     let mut group = c.benchmark_group("ingest_98k_facts");
     group
         .sample_size(10)
@@ -190,7 +190,7 @@ fn ledgers(c: &mut Criterion) {
             for _ in 0..iters {
                 let ledger = runtime
                     .block_on(Ledger::open(
-                        &postgres.fresh_database(),
+                        &postgres.fresh_database().expect("a fresh database"),
                         BillingCycle::Monthly,
                     ))
                     .unwrap();
@@ -221,7 +221,7 @@ fn ledgers(c: &mut Criterion) {
         .unwrap();
     let pg = runtime
         .block_on(Ledger::open(
-            &postgres.fresh_database(),
+            &postgres.fresh_database().expect("a fresh database"),
             BillingCycle::Monthly,
         ))
         .unwrap();

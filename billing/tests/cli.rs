@@ -10,7 +10,7 @@ use offpeak_billing::focus::{COLUMNS, FocusOptions, write_focus_csv};
 use offpeak_billing::ledger::Ledger;
 use offpeak_billing::meter::{FactSet, Model};
 use offpeak_billing::period::{BillingCycle, Period};
-use support::postgres::TempPostgres;
+use offpeak_testenv::TempPostgres;
 
 #[derive(Parser)]
 struct Cli {
@@ -376,7 +376,11 @@ async fn export_from_an_sqlite_ledger() {
 
 #[tokio::test]
 async fn export_from_a_postgres_ledger() {
-    let server = TempPostgres::start();
+    let server = TempPostgres::start().expect("a PostgreSQL server");
     let dir = tempfile::tempdir().unwrap();
-    export_exports_every_tenants_bill(&server.fresh_database(), dir.path()).await;
+    export_exports_every_tenants_bill(
+        &server.fresh_database().expect("a fresh database"),
+        dir.path(),
+    )
+    .await;
 }

@@ -10,10 +10,10 @@ use offpeak_billing::ledger::Ledger;
 use offpeak_billing::meter::{EndReason, Fact, FactSet, Model};
 use offpeak_billing::period::{BillingCycle, Period};
 use offpeak_billing::rate::LeaseClass;
+use offpeak_testenv::TempPostgres;
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, TestRunner};
 use sqlx::Row;
-use support::postgres::TempPostgres;
 use support::*;
 
 fn month(label: &str) -> Period {
@@ -57,7 +57,7 @@ impl Backend for Sqlite {
 
 impl Backend for TempPostgres {
     fn fresh_url(&self) -> String {
-        self.fresh_database()
+        self.fresh_database().expect("a fresh database")
     }
 }
 
@@ -355,7 +355,7 @@ async fn sqlite_ledger() {
 
 #[tokio::test]
 async fn postgres_ledger() {
-    let server = TempPostgres::start();
+    let server = TempPostgres::start().expect("a PostgreSQL server");
     suite(&server).await;
 }
 
@@ -558,11 +558,11 @@ fn winner_and_loser(
 #[tokio::test]
 async fn postgres_writers_racing_on_the_same_keys() {
     sqlx::any::install_default_drivers();
-    let server = TempPostgres::start();
+    let server = TempPostgres::start().expect("a PostgreSQL server");
 
     // Two replicas record the same facts at once: one records them, the other finds
     // them recorded with the same content, and neither fails.
-    let url = server.fresh_database();
+    let url = server.fresh_database().expect("a fresh database");
     let mut outcomes: Vec<(usize, usize)> = race(&url, october(), october())
         .await
         .into_iter()
@@ -577,7 +577,7 @@ async fn postgres_writers_racing_on_the_same_keys() {
 
     // The same key with different content: whoever comes second is refused, and
     // nothing of its batch is kept, not even the facts under keys only it had.
-    let url = server.fresh_database();
+    let url = server.fresh_database().expect("a fresh database");
     let batches = [october(), october_rewritten()];
     let results = race(&url, batches[0].clone(), batches[1].clone()).await;
     let (winner, won, lost) = winner_and_loser(results, batches);
@@ -590,7 +590,7 @@ async fn postgres_writers_racing_on_the_same_keys() {
 
     // Two versions of a rate card from the same instant, under different keys: no
     // index stops that, the rules do, and only if each writer sees the other's card.
-    let url = server.fresh_database();
+    let url = server.fresh_database().expect("a fresh database");
     let batches = [
         vec![card_fact(card("1", "2026-01-01T00:00:00Z"))],
         vec![card_fact(card("2", "2026-01-01T00:00:00Z"))],
@@ -614,11 +614,11 @@ async fn postgres_writers_racing_on_the_same_keys() {
 #[tokio::test]
 async fn postgres_append_meets_facts_another_writer_has_not_committed() {
     sqlx::any::install_default_drivers();
-    let server = TempPostgres::start();
+    let server = TempPostgres::start().expect("a PostgreSQL server");
 
     // Same keys, same content: the append waits for the other writer, then counts
     // its facts as already known.
-    let url = server.fresh_database();
+    let url = server.fresh_database().expect("a fresh database");
     let outcome = append_against_uncommitted(&url, &october(), october())
         .await
         .unwrap();
@@ -627,7 +627,7 @@ async fn postgres_append_meets_facts_another_writer_has_not_committed() {
 
     // Same key, different content: refused, and the facts the append had already
     // inserted (g2's admission) are rolled back with the rest.
-    let url = server.fresh_database();
+    let url = server.fresh_database().expect("a fresh database");
     let err = append_against_uncommitted(&url, &october(), october_rewritten())
         .await
         .unwrap_err();

@@ -157,9 +157,6 @@ fn tempfile_dir(plane: &ControlPlane, name: &str) -> std::path::PathBuf {
     dir
 }
 
-#[path = "../../billing/tests/support/postgres.rs"]
-mod postgres;
-
 /// A lease billed across a SIGKILL and a 30 s outage of the operator, on the ledger `ledger`
 /// (or the default SQLite file when none): its bill counts every second from admission to
 /// end once, the outage included.
@@ -242,6 +239,6 @@ async fn a_lease_billed_across_a_crash_counts_every_second_once() -> anyhow::Res
 
 #[tokio::test]
 async fn the_same_with_the_ledger_on_postgresql() -> anyhow::Result<()> {
-    let server = postgres::TempPostgres::start();
-    billed_across_a_crash(Some(server.fresh_database())).await
+    let server = offpeak_testenv::TempPostgres::start()?;
+    billed_across_a_crash(Some(server.fresh_database()?)).await
 }

@@ -46,6 +46,9 @@ pub enum Error {
     #[error("timed out after {:.0?} waiting for {what}", timeout)]
     Timeout { what: String, timeout: Duration },
 
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
+
     #[error("{0}")]
     Usage(String),
 }

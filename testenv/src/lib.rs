@@ -14,6 +14,9 @@
 //! Every component runs on free loopback ports with its own temporary folder, so several
 //! test binaries can run at once. Dropping a [`ControlPlane`] stops it; if the process
 //! dies first, a watcher process stops the components and deletes the folder.
+//!
+//! [`TempPostgres`] is a throwaway PostgreSQL server (a ledger for the operator), which a
+//! test can stop and start again.
 
 mod cluster;
 mod control_plane;
@@ -21,6 +24,7 @@ mod error;
 mod kubeconfig;
 mod pki;
 mod ports;
+mod postgres;
 mod process;
 mod tools;
 
@@ -29,6 +33,7 @@ pub use control_plane::{ControlPlane, KWOK_ANNOTATION, Options, StartupReport};
 pub use error::{Error, Result};
 pub use kubeconfig::client as client_from_kubeconfig;
 pub use pki::CertPair;
+pub use postgres::TempPostgres;
 pub use tools::{Tools, cache_dir as tools_dir, pinned_version};
 
 static SHARED: tokio::sync::OnceCell<std::result::Result<ControlPlane, String>> =

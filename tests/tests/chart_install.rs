@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use chart_support::{CHART, NAMESPACE, TempPostgres, free_port, helm, parse_yaml_stream};
+use chart_support::{CHART, NAMESPACE, free_port, helm, parse_yaml_stream};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     Container, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
@@ -30,7 +30,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use offpeak_api::{CapacityLease, EndReason, LeasePhase, PeakReservation, UsageBill};
 use offpeak_billing::ledger::Ledger;
 use offpeak_billing::period::BillingCycle;
-use offpeak_testenv::{ControlPlane, NodeSpec};
+use offpeak_testenv::{ControlPlane, NodeSpec, TempPostgres};
 use offpeak_tests::fixtures::{
     WAIT, eventually, eventually_value, from_json, lease, pool_with, tenant, wait_phase,
 };

@@ -2,7 +2,6 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod oracle;
-pub mod postgres;
 pub mod scenarios;
 
 use std::str::FromStr;

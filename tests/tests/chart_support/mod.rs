@@ -1,6 +1,7 @@
 //! What the chart tests share: helm at its pinned version, the chart rendered into JSON
 //! objects, the permission table of the chart's README, and (for the tests that run the
-//! operator) a token of the chart's ServiceAccount and a throwaway PostgreSQL.
+//! operator) a token of the chart's ServiceAccount and free loopback ports; the throwaway
+//! PostgreSQL is `offpeak_testenv::TempPostgres`.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
@@ -246,133 +247,9 @@ current-context: {account}
     Ok(path)
 }
 
-/// A PostgreSQL server of Debian's packages in a fresh folder on a free loopback port,
-/// stopped and deleted on drop. Fails loudly when the server is not installed.
-pub struct TempPostgres {
-    child: std::process::Child,
-    dir: PathBuf,
-    pub port: u16,
-}
-
-fn postgres_bin() -> anyhow::Result<PathBuf> {
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let version: u32 = e.file_name().to_str()?.parse().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("postgres").exists().then_some((version, bin))
-        })
-        .collect();
-    found.sort();
-    found.pop().map(|(_, bin)| bin).context(
-        "PostgreSQL is not installed under /usr/lib/postgresql (apt-get install -y postgresql)",
-    )
-}
-
-fn as_postgres(program: &Path) -> Command {
-    // PostgreSQL refuses to run as root.
-    let mut command = Command::new("setpriv");
-    command.args([
-        "--reuid=postgres",
-        "--regid=postgres",
-        "--init-groups",
-        "--",
-    ]);
-    command.arg(program);
-    command
-}
-
+/// A free loopback port.
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
-}
-
-impl TempPostgres {
-    pub fn start() -> anyhow::Result<TempPostgres> {
-        let bin = postgres_bin()?;
-        let dir = std::env::temp_dir().join(format!(
-            "offpeak-chart-pg-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir)?;
-        let chown = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(&dir)
-            .status()?;
-        anyhow::ensure!(chown.success(), "chown of {} failed", dir.display());
-        let data = dir.join("data");
-        let init = as_postgres(&bin.join("initdb"))
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "--no-sync",
-                "--locale=C",
-                "-E",
-                "UTF8",
-            ])
-            .output()?;
-        anyhow::ensure!(
-            init.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&init.stderr)
-        );
-        let port = free_port()?;
-        let log = std::fs::File::create(dir.join("postgres.log"))?;
-        let child = as_postgres(&bin.join("postgres"))
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-p",
-                &port.to_string(),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "fsync=off",
-            ])
-            .arg("-k")
-            .arg(&dir)
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        let server = TempPostgres { child, dir, port };
-        let started = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            anyhow::ensure!(
-                started.elapsed() < std::time::Duration::from_secs(30),
-                "PostgreSQL did not listen within 30 s: {}",
-                std::fs::read_to_string(server.dir.join("postgres.log")).unwrap_or_default()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        Ok(server)
-    }
-
-    pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for TempPostgres {
-    fn drop(&mut self) {
-        // A fast shutdown (SIGINT) stops the server's own children too.
-        let stopped = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !stopped {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
