@@ -81,10 +81,14 @@ impl Ledger {
         });
         // One SQLite connection: writers serialize anyway, and a single connection
         // cannot deadlock upgrading a read transaction to a write.
+        // PostgreSQL: a server that is away is noticed within 5 s (sqlx's default would
+        // wait 30 s per attempt, so an outage would show late and retries crawl).
         let options = if sqlite {
             options.max_connections(1)
         } else {
-            options.max_connections(4)
+            options
+                .max_connections(4)
+                .acquire_timeout(std::time::Duration::from_secs(5))
         };
         let pool = options.connect(url).await?;
         MIGRATOR.run(&pool).await?;
