@@ -134,20 +134,51 @@ async fn a_tenant_reads_its_bill_and_leases_with_kubectl_offpeak_and_no_one_else
         "{csv}"
     );
 
-    let (ok, leases_table, err) =
-        plugin(plane, "acme-pl-user", &["leases", "-n", "acme-pl"]).await?;
-    assert!(ok, "{err}");
-    let render = leases_table
-        .lines()
-        .find(|l| l.starts_with("acme-pl    render"))
-        .unwrap_or_else(|| panic!("{leases_table}"));
-    assert!(
-        render.contains("Spot")
-            && render.contains("Active")
-            && render.contains(" USD")
-            && render.contains("ends in "),
-        "{render}"
+    // The leases table shows the lease's cost estimate to the digit: the seconds from its
+    // admission to its costAsOf, its one 16-core node at 0.04 per core-hour. The estimate
+    // moves every 2 s, so the table is read between two reads of the same estimate.
+    let mut attempts = 0;
+    let (row, status) = loop {
+        let before = leases.get("render").await?.status.unwrap_or_default();
+        let (ok, leases_table, err) =
+            plugin(plane, "acme-pl-user", &["leases", "-n", "acme-pl"]).await?;
+        assert!(ok, "{err}");
+        let after = leases.get("render").await?.status.unwrap_or_default();
+        let row: Vec<String> = leases_table
+            .lines()
+            .find(|l| l.starts_with("acme-pl    render"))
+            .unwrap_or_else(|| panic!("{leases_table}"))
+            .split("  ")
+            .filter(|c| !c.is_empty())
+            .map(|c| c.trim().to_string())
+            .collect();
+        attempts += 1;
+        if before.cost_as_of == after.cost_as_of || attempts == 10 {
+            break (row, after);
+        }
+    };
+    let instant = |t: &Option<offpeak_api::Timestamp>| {
+        chrono::DateTime::parse_from_rfc3339(t.as_ref().expect("a time").as_str())
+            .expect("RFC 3339")
+    };
+    let seconds = (instant(&status.cost_as_of) - instant(&status.admitted_at)).num_seconds();
+    let cost = (rust_decimal::Decimal::from(seconds * 16 * 4)
+        / rust_decimal::Decimal::from(360_000))
+    .round_dp_with_strategy(4, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+    assert_eq!(
+        row[..7],
+        [
+            "acme-pl".to_string(),
+            "render".into(),
+            "Spot".into(),
+            "pl".into(),
+            "Active".into(),
+            "1".into(),
+            format!("{cost:.4} USD"),
+        ],
+        "after {seconds}s"
     );
+    assert!(row.len() == 8 && row[7].starts_with("ends in "), "{row:?}");
 
     // Another tenant's bill: the API server says no, and the plugin says so.
     let (ok, _, err) = plugin(plane, "globex-pl-user", &["bill", "-n", "acme-pl"]).await?;

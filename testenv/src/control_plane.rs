@@ -519,6 +519,18 @@ impl ControlPlane {
         kubeconfig::client(&self.user_kubeconfig(user, groups)?).await
     }
 
+    /// The process IDs of the running components by name, and of the clean-up watcher
+    /// (`watcher`), so a test can prove none outlives the control plane.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        let mut pids: Vec<(String, u32)> = self
+            .components
+            .iter()
+            .map(|c| (c.name.clone(), c.pid()))
+            .collect();
+        pids.push(("watcher".to_string(), self.reaper.pid()));
+        pids
+    }
+
     /// The pinned `kubectl`, pointed at this control plane as admin.
     pub fn kubectl(&self) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.tools.kubectl);

@@ -62,6 +62,10 @@ impl Component {
         &self.log
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The exit status if the program has already stopped.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
@@ -196,6 +200,10 @@ impl Reaper {
             .map_err(io("cannot start the clean-up watcher (sh)"))?;
         let stdin = child.stdin.take();
         Ok(Reaper { child, stdin })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn watch_pid(&mut self, pid: u32) -> Result<()> {

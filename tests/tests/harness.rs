@@ -374,11 +374,18 @@ async fn two_control_planes_start_side_by_side_and_leave_nothing_behind() -> Tes
         );
     }
     let (dir, port) = (a.dir().to_path_buf(), port_of(a.server()));
+    let processes = running(&a);
     a.stop();
     assert!(!dir.exists(), "{} is left behind", dir.display());
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "the API server still listens"
+    );
+    let left: Vec<&Process> = processes.iter().filter(|p| p.alive()).collect();
+    assert!(left.is_empty(), "still running after stop: {left:?}");
+    assert!(
+        running(&b).iter().all(Process::alive),
+        "the other control plane's processes run on"
     );
     // Stopping one leaves the other serving.
     b.client().await?.apiserver_version().await?;
@@ -423,6 +430,11 @@ async fn a_component_that_fails_at_start_is_named_with_its_log() {
 #[ignore = "run only as the child of the_watcher_cleans_up_after_a_process_that_aborts"]
 async fn child_starts_a_control_plane_and_aborts() {
     let plane = ControlPlane::start().await.expect("control plane starts");
+    let processes: Vec<String> = running(&plane)
+        .iter()
+        .map(|p| format!("{}={}:{}", p.name, p.pid, p.started))
+        .collect();
+    println!("OFFPEAK_CHILD_PROCESSES {}", processes.join(" "));
     println!(
         "OFFPEAK_CHILD {} {}",
         plane.dir().display(),
@@ -455,19 +467,103 @@ async fn the_watcher_cleans_up_after_a_process_that_aborts() -> TestResult {
         });
     let (dir, port) = line.rsplit_once(' ').expect("dir and port");
     let (dir, port) = (std::path::PathBuf::from(dir), port.parse::<u16>()?);
+    let processes: Vec<Process> = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("OFFPEAK_CHILD_PROCESSES "))
+        .expect("the child names its processes")
+        .split(' ')
+        .map(|p| {
+            let (name, rest) = p.split_once('=').expect("name=pid:start");
+            let (pid, started) = rest.split_once(':').expect("pid:start");
+            Process {
+                name: name.to_string(),
+                pid: pid.parse().expect("a pid"),
+                started: started.to_string(),
+            }
+        })
+        .collect();
+    assert_eq!(
+        processes
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>(),
+        COMPONENTS
+    );
     tokio::time::timeout(Duration::from_secs(20), async {
-        while dir.exists() || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        while dir.exists()
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            || processes.iter().any(Process::alive)
+        {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
     .await
     .map_err(|_| {
+        let left: Vec<&Process> = processes.iter().filter(|p| p.alive()).collect();
         anyhow::anyhow!(
-            "{} or the API server on port {port} outlived the aborted process",
-            dir.display()
+            "{} (exists: {}), the API server on port {port} or these processes {left:?} outlived the aborted process",
+            dir.display(),
+            dir.exists()
         )
     })?;
     Ok(())
+}
+
+/// Every process of a control plane, in start order, and the clean-up watcher.
+const COMPONENTS: [&str; 6] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "watcher",
+];
+
+/// A process of a control plane: its name, PID and start time (in clock ticks after boot,
+/// from `/proc/<pid>/stat`), which tells it apart from a later process given the same PID.
+#[derive(Debug)]
+struct Process {
+    name: String,
+    pid: u32,
+    started: String,
+}
+
+/// The state letter and start time of a process, if it exists.
+fn stat(pid: u32) -> Option<(String, String)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name: the state is the first field, the start time the 20th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some((fields.first()?.to_string(), fields.get(19)?.to_string()))
+}
+
+impl Process {
+    /// Still running: the same process (not a later one with its PID), not a zombie.
+    fn alive(&self) -> bool {
+        stat(self.pid)
+            .is_some_and(|(state, started)| started == self.started && state != "Z" && state != "X")
+    }
+}
+
+/// The plane's processes, each checked to be running now.
+fn running(plane: &ControlPlane) -> Vec<Process> {
+    let processes: Vec<Process> = plane
+        .pids()
+        .into_iter()
+        .map(|(name, pid)| {
+            let (state, started) =
+                stat(pid).unwrap_or_else(|| panic!("{name} (pid {pid}) is not running"));
+            assert!(state != "Z", "{name} (pid {pid}) has exited");
+            Process { name, pid, started }
+        })
+        .collect();
+    assert_eq!(
+        processes
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>(),
+        COMPONENTS
+    );
+    processes
 }
 
 fn port_of(server: &str) -> u16 {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Event, Node, Pod, PodSpec};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use offpeak::names::{LEASE, LEASE_NAME, TENANT};
 use offpeak_api::{CapacityLease, CapacityPool, LeasePhase, PeakReservation};
 use offpeak_testenv::ControlPlane;
@@ -302,10 +302,26 @@ async fn a_node_running_an_internal_pod_is_never_lent() -> TestResult {
     Ok(())
 }
 
+/// The pool's Ready condition, as (status, reason, message).
+fn pool_ready(pool: &CapacityPool) -> Option<(bool, String, String)> {
+    let ready = pool
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
+    Some((
+        ready.status == offpeak_api::ConditionStatus::True,
+        ready.reason.clone(),
+        ready.message.clone(),
+    ))
+}
+
 #[tokio::test]
 async fn malformed_or_missing_references_become_conditions_and_events() -> TestResult {
     let plane = operator().await?;
-    let user = tenant(plane, "acme-e", &["no-such-pool"]).await?;
+    pool_with_nodes(plane, "lease-e", 1).await?;
+    let user = tenant(plane, "acme-e", &["no-such-pool", "lease-e"]).await?;
     let admin = plane.client().await?;
 
     // A lease for a pool that does not exist.
@@ -316,15 +332,48 @@ async fn malformed_or_missing_references_become_conditions_and_events() -> TestR
             &lease("nowhere", "no-such-pool", "Spot", "1", "1h"),
         )
         .await?;
-    wait_pending(&leases, "nowhere", "PoolNotFound").await?;
-    let events = Api::<Event>::namespaced(admin.clone(), "acme-e");
+    let waiting = wait_pending(&leases, "nowhere", "PoolNotFound").await?;
+    let not_found = "CapacityPool no-such-pool does not exist; the lease waits until it does";
+    assert_eq!(admitted(&waiting).1, not_found);
     eventually("a PoolNotFound event", || async {
-        Ok(events
-            .list(&ListParams::default())
-            .await?
-            .items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("PoolNotFound")))
+        Ok(events_of(&admin, "acme-e", "nowhere").await?
+            == [("PoolNotFound".to_string(), not_found.to_string())])
+    })
+    .await?;
+
+    // A lease whose end time has passed can never be served.
+    let mut past = lease("past", "lease-e", "Spot", "1", "1h");
+    past.spec.duration = None;
+    past.spec.end_time = Some(offpeak_api::Timestamp::new("2020-01-01T00:00:00Z"));
+    leases.create(&PostParams::default(), &past).await?;
+    let rejected = wait_phase(&leases, "past", LeasePhase::Rejected).await?;
+    let (reason, message) = admitted(&rejected);
+    assert_eq!(reason, "InvalidSpec");
+    // It names the end and the instant of the pass that judged it, the instant the
+    // condition moved (to the second).
+    let judged_at = message
+        .strip_prefix("the lease's end 2020-01-01T00:00:00+00:00 is not after ")
+        .unwrap_or_else(|| panic!("{message}"));
+    let judged_at = chrono::DateTime::parse_from_rfc3339(judged_at)?.with_timezone(&chrono::Utc);
+    let condition = rejected
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Admitted"))
+        .expect("an Admitted condition");
+    assert_eq!(
+        condition.last_transition_time.as_str(),
+        judged_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    assert_eq!(
+        message,
+        format!(
+            "the lease's end 2020-01-01T00:00:00+00:00 is not after {}",
+            judged_at.to_rfc3339()
+        )
+    );
+    eventually("an InvalidSpec event", || async {
+        Ok(events_of(&admin, "acme-e", "past").await?
+            == [("InvalidSpec".to_string(), format!("Rejected: {message}"))])
     })
     .await?;
 
@@ -336,30 +385,38 @@ async fn malformed_or_missing_references_become_conditions_and_events() -> TestR
     }));
     let pools: Api<CapacityPool> = Api::all(admin.clone());
     pools.create(&PostParams::default(), &empty).await?;
-    eventually("NoNodes on the empty pool", || async {
-        let p = pools.get("lease-e-empty").await?;
-        Ok(p.status.is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.reason == "NoNodes")
-        }))
+    let no_nodes = eventually_value("a Ready condition on the empty pool", || async {
+        Ok(pool_ready(&pools.get("lease-e-empty").await?))
     })
     .await?;
+    assert_eq!(
+        no_nodes,
+        (
+            false,
+            "NoNodes".to_string(),
+            "the node selector selects no node".to_string()
+        )
+    );
 
-    // A node that reports no allocatable counts as empty; the pool still reports.
-    let bare = Node {
+    // A node that reports no allocatable counts as empty (and, with no Ready condition,
+    // is not lendable); the pool still reports.
+    let nodes: Api<Node> = Api::all(admin.clone());
+    let node = |name: &str, pool: &str| Node {
         metadata: ObjectMeta {
-            name: Some("lease-e-bare".into()),
+            name: Some(name.into()),
             labels: Some(BTreeMap::from([(
                 "offpeak.dev/test-pool".to_string(),
-                "lease-e-bare".to_string(),
+                pool.to_string(),
             )])),
             ..Default::default()
         },
         ..Default::default()
     };
-    Api::<Node>::all(admin.clone())
-        .create(&PostParams::default(), &bare)
+    nodes
+        .create(
+            &PostParams::default(),
+            &node("lease-e-bare", "lease-e-bare"),
+        )
         .await?;
     let bare_pool: CapacityPool = from_json(json!({
         "apiVersion": "offpeak.dev/v1alpha1", "kind": "CapacityPool",
@@ -367,23 +424,66 @@ async fn malformed_or_missing_references_become_conditions_and_events() -> TestR
         "spec": {"nodeSelector": {"offpeak.dev/test-pool": "lease-e-bare"}},
     }));
     pools.create(&PostParams::default(), &bare_pool).await?;
-    eventually("the bare node's pool to report it", || async {
-        Ok(pools
-            .get("lease-e-bare")
-            .await?
-            .status
-            .and_then(|s| s.nodes)
-            == Some(1))
+    let bare = eventually_value("the bare node's pool to report it", || async {
+        let pool = pools.get("lease-e-bare").await?;
+        Ok((pool.status.as_ref().and_then(|s| s.nodes) == Some(1)).then_some(pool))
     })
     .await?;
+    assert_eq!(
+        pool_ready(&bare),
+        Some((
+            true,
+            "Observed".to_string(),
+            "1 node(s): 0 lendable, 0 lent, 0 kept as headroom".to_string()
+        ))
+    );
+    assert_eq!(bare.status.and_then(|s| s.lendable_nodes), Some(0));
+
+    // A node whose allocatable the operator cannot count: the pool says which and why.
+    nodes
+        .create(
+            &PostParams::default(),
+            &node("lease-e-huge", "lease-e-huge"),
+        )
+        .await?;
+    let allocatable = json!({"status": {"allocatable": {"cpu": "10E", "memory": "64Gi"}}});
+    nodes
+        .patch_status(
+            "lease-e-huge",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&allocatable),
+        )
+        .await?;
+    let huge_pool: CapacityPool = from_json(json!({
+        "apiVersion": "offpeak.dev/v1alpha1", "kind": "CapacityPool",
+        "metadata": {"name": "lease-e-huge"},
+        "spec": {"nodeSelector": {"offpeak.dev/test-pool": "lease-e-huge"}},
+    }));
+    pools.create(&PostParams::default(), &huge_pool).await?;
+    let malformed = eventually_value("MalformedNodes on the pool", || async {
+        Ok(pool_ready(&pools.get("lease-e-huge").await?).filter(|r| r.1 == "MalformedNodes"))
+    })
+    .await?;
+    assert_eq!(
+        malformed,
+        (
+            false,
+            "MalformedNodes".to_string(),
+            "node lease-e-huge: \"10E\" is not a Kubernetes quantity: it is too large".to_string()
+        )
+    );
+
     // The operator keeps serving: the lease above still has its condition.
-    assert_eq!(admitted(&leases.get("nowhere").await?).0, "PoolNotFound");
-    assert!(pools.get("lease-e-bare").await?.name_any() == "lease-e-bare");
+    assert_eq!(
+        admitted(&leases.get("nowhere").await?),
+        ("PoolNotFound".to_string(), not_found.to_string())
+    );
     Ok(())
 }
 
 #[tokio::test]
-async fn tenant_limits_hold_leases_back_with_their_reason_and_metrics_count_them() -> TestResult {
+async fn tenant_limits_hold_leases_back_with_their_reason_and_the_pool_gauges_count_nodes()
+-> TestResult {
     let (plane, metrics) = operator_with_metrics().await?;
     pool_with_nodes(plane, "lease-f", 2).await?;
     pool_with_nodes(plane, "lease-f-other", 1).await?;
@@ -416,21 +516,27 @@ async fn tenant_limits_hold_leases_back_with_their_reason_and_metrics_count_them
     let (_, message) = admitted(&leases.get("too-long").await?);
     assert!(message.contains("above the credit limit 1000"), "{message}");
 
-    eventually("the leases gauge to count rejected Spot leases", || async {
-        Ok(scrape(metrics)
-            .await?
-            .lines()
-            .any(|l| l.starts_with("offpeak_leases{class=\"Spot\",phase=\"Rejected\"}")))
-    })
-    .await?;
+    // Nothing was admitted: the pool's gauges show both nodes lendable, none lent. (The
+    // leases gauge counts every test's leases here; tests/tests/metrics.rs pins it.)
     let text = scrape(metrics).await?;
     assert!(
-        text.contains("offpeak_reconciles_total{controller=\"pool\"}"),
+        text.lines()
+            .any(|l| l.starts_with("offpeak_reconciles_total{controller=\"pool\"} ")),
         "{text}"
     );
-    assert!(
-        text.contains("offpeak_pool_nodes{pool=\"lease-f\",state=\"total\"} 2"),
-        "{text}"
+    let mut gauges: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("offpeak_pool_nodes{pool=\"lease-f\","))
+        .collect();
+    gauges.sort();
+    assert_eq!(
+        gauges,
+        [
+            "offpeak_pool_nodes{pool=\"lease-f\",state=\"headroom\"} 0",
+            "offpeak_pool_nodes{pool=\"lease-f\",state=\"lendable\"} 2",
+            "offpeak_pool_nodes{pool=\"lease-f\",state=\"lent\"} 0",
+            "offpeak_pool_nodes{pool=\"lease-f\",state=\"total\"} 2",
+        ]
     );
     Ok(())
 }
@@ -495,5 +601,132 @@ async fn a_lease_ends_at_its_term_and_its_nodes_go_back() -> TestResult {
         Ok(quota_cpu(&admin, "acme-g").await?.as_deref() == Some("0"))
     })
     .await?;
+    Ok(())
+}
+
+/// The operator's count of node writes the API server refused as conflicting (409).
+async fn node_conflicts(metrics: std::net::SocketAddr) -> anyhow::Result<u64> {
+    Ok(scrape(metrics)
+        .await?
+        .lines()
+        .find_map(|l| l.strip_prefix("offpeak_writes_total{kind=\"node\",outcome=\"conflict\"} "))
+        .map_or(Ok(0), str::parse)?)
+}
+
+#[tokio::test]
+async fn internal_pods_stay_off_lent_nodes() -> TestResult {
+    let (plane, metrics) = operator_with_metrics().await?;
+    let nodes = pool_with_nodes(plane, "lease-h", 3).await?;
+    let user = tenant(plane, "acme-h", &["lease-h"]).await?;
+    let admin = plane.client().await?;
+    let node_api: Api<Node> = Api::all(admin.clone());
+    // Someone else's taint, there before the operator lends the nodes.
+    let maintenance = k8s_openapi::api::core::v1::Taint {
+        key: "example.com/maintenance".into(),
+        value: Some("soon".into()),
+        effect: "PreferNoSchedule".into(),
+        time_added: None,
+    };
+    for node in &nodes[..2] {
+        let patch = json!({"spec": {"taints": [maintenance]}});
+        node_api
+            .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+
+    // While the operator binds 32 cores (two nodes), someone keeps changing the first node:
+    // a bind planned on the version before is refused (409) and planned again.
+    let conflicts_before = node_conflicts(metrics).await?;
+    let leases: Api<CapacityLease> = Api::namespaced(user, "acme-h");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (node_api, node, stop) = (node_api.clone(), nodes[0].clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut written = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let patch = json!({"metadata": {"labels": {"example.com/touched": (written + 1).to_string()}}});
+                node_api
+                    .patch(&node, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+                written += 1;
+            }
+            anyhow::Ok(written)
+        })
+    };
+    leases
+        .create(
+            &PostParams::default(),
+            &lease("render", "lease-h", "Spot", "32", "1h"),
+        )
+        .await?;
+    let conflicted = offpeak_tests::eventually(
+        "a bind refused as conflicting",
+        Duration::from_secs(20),
+        || async { Ok(node_conflicts(metrics).await? > conflicts_before) },
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let touched = writer.await??;
+    conflicted?;
+    let active = wait_phase(&leases, "render", LeasePhase::Active).await?;
+    let uid = active.metadata.uid.clone().expect("a uid");
+    let mut bound: Vec<String> = active
+        .status
+        .map(|s| s.bound_nodes.iter().map(|n| n.to_string()).collect())
+        .unwrap_or_default();
+    bound.sort();
+    assert_eq!(bound, nodes[..2], "the two nodes with the taint are lent");
+
+    // Both changes landed: the operator's marks, the other writer's last label, and the
+    // taint that was there before, kept beside the tenant's.
+    for node in &bound {
+        let node = node_api.get(node).await?;
+        let labels = node.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(labels.get(TENANT).map(String::as_str), Some("acme-h"));
+        assert_eq!(labels.get(LEASE), Some(&uid));
+        assert_eq!(
+            node.metadata
+                .annotations
+                .clone()
+                .unwrap_or_default()
+                .get(LEASE_NAME)
+                .map(String::as_str),
+            Some("acme-h/render")
+        );
+        let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+        assert_eq!(
+            taints,
+            [
+                maintenance.clone(),
+                offpeak::desired::binding::tenant_taint("acme-h")
+            ],
+            "taints of {}",
+            node.metadata.name.unwrap_or_default()
+        );
+    }
+    let first = node_api.get(&nodes[0]).await?;
+    assert_eq!(
+        first
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .get("example.com/touched")
+            .cloned(),
+        Some(touched.to_string())
+    );
+
+    // Internal pods that may run anywhere in the pool all land on the node not lent.
+    plane.create_namespace("internal-h").await?;
+    let selector = BTreeMap::from([("offpeak.dev/test-pool".to_string(), "lease-h".to_string())]);
+    Api::<Deployment>::namespaced(admin.clone(), "internal-h")
+        .create(
+            &PostParams::default(),
+            &deployment("web", 6, Some(selector)),
+        )
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(admin, "internal-h");
+    for pod in wait_running(&pods, "app=web", 6, WAIT).await? {
+        assert_eq!(node_of(&pod), nodes[2], "internal pod on a lent node");
+    }
     Ok(())
 }

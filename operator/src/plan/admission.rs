@@ -851,29 +851,325 @@ mod tests {
         assert_eq!(tenants["acme"].committed, Decimal::new(900, 2));
     }
 
-    proptest! {
-        #[test]
-        fn admitting_in_order_never_lends_a_node_twice_or_beyond_headroom(
-            nodes in 1usize..8, headroom in 0usize..8, cpus in prop::collection::vec(1i64..64, 1..10),
-        ) {
-            let mut p = pool(nodes);
-            p.headroom_limit = headroom.min(nodes);
-            let now = utc("2026-11-22T20:00:00Z");
-            let pending: Vec<LeaseRequest> = cpus.iter().enumerate()
-                .map(|(i, cpu)| {
-                    let mut l = lease(&format!("l{i}"), if i % 2 == 0 { LeaseClass::Spot } else { LeaseClass::Reserved }, *cpu, "2026-11-22T20:00:00Z", 2);
-                    l.created = now + Duration::seconds(i as i64);
-                    l
+    /// A pool in some state, and leases to decide against it: nodes of several sizes and
+    /// classes, some already lent (part of them to Reserved leases whose terms run on),
+    /// reservation windows around now, a headroom limit and a Spot protection time.
+    #[derive(Clone, Debug)]
+    struct Scenario {
+        pool: PoolSnapshot,
+        pending: Vec<LeaseRequest>,
+    }
+
+    const NOW: &str = "2026-11-22T20:00:00Z";
+
+    fn arb_keep() -> impl Strategy<Value = Keep> {
+        prop_oneof![
+            prop::sample::select(vec![0u32, 25, 50, 75, 100]).prop_map(Keep::Percent),
+            (0usize..9).prop_map(Keep::Nodes),
+        ]
+    }
+
+    fn arb_ask() -> impl Strategy<Value = Ask> {
+        prop_oneof![
+            // Cores only (most leases), or cores and memory.
+            (1i64..48).prop_map(|cores| Ask::Resources(Resources::new(cores * 1000, 0, 0))),
+            (1i64..48, 1i64..160).prop_map(|(cores, gib)| {
+                Ask::Resources(Resources::new(cores * 1000, gib << 30, 0))
+            }),
+            (prop::sample::select(vec!["standard", "gpu"]), 1usize..4).prop_map(
+                |(class, count)| Ask::Nodes {
+                    class: class.into(),
+                    count,
+                }
+            ),
+        ]
+    }
+
+    fn arb_scenario() -> impl Strategy<Value = Scenario> {
+        let node = (
+            prop::sample::select(vec![4i64, 8, 16, 32]),
+            prop::sample::select(vec![16i64, 64, 128]),
+            prop::sample::select(vec![Some("standard"), Some("gpu"), None]),
+            prop::bool::weighted(0.3),
+        );
+        // Reservation windows start from 2 h before now to 8 h after, in half hours.
+        let reservation = (-4i64..16, 1i64..8, arb_keep());
+        let holding = (1usize..4, 1i64..12);
+        let lease = (
+            any::<bool>(),
+            arb_ask(),
+            1i64..10,
+            prop::sample::select(vec![50i64, 450, 100_000]),
+        );
+        (
+            prop::collection::vec(node, 1..8),
+            // Often no tighter than the pool.
+            prop_oneof![Just(usize::MAX), 0usize..9],
+            prop::collection::vec(reservation, 0..3),
+            prop::collection::vec(holding, 0..3),
+            prop::collection::vec(lease, 1..7),
+            prop::sample::select(vec![0i64, 30, 120]),
+        )
+            .prop_map(
+                |(nodes, headroom, reservations, holdings, leases, protection)| {
+                    let now = utc(NOW);
+                    let mut p = pool(0);
+                    let all: Vec<(Candidate, bool)> = nodes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (cores, gib, class, lent))| {
+                            let candidate = Candidate {
+                                name: format!("n{i}"),
+                                allocatable: Resources::new(cores * 1000, gib << 30, 0),
+                                class: class.map(String::from),
+                            };
+                            (candidate, *lent)
+                        })
+                        .collect();
+                    p.nodes_total = all.len();
+                    p.capacity = all.iter().map(|(c, _)| c.allocatable).sum();
+                    p.lent = all.iter().filter(|(_, lent)| *lent).count();
+                    p.free = all
+                        .into_iter()
+                        .filter(|(_, lent)| !lent)
+                        .map(|(c, _)| c)
+                        .collect();
+                    p.headroom_limit = headroom.min(p.nodes_total);
+                    p.reservations = reservations
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (start, length, keep))| {
+                            let start = now + Duration::minutes(30 * start);
+                            Reservation {
+                                name: format!("r{i}"),
+                                calendar: Calendar {
+                                    schedule: Schedule::Once {
+                                        start,
+                                        end: start + Duration::minutes(30 * length),
+                                    },
+                                    valid_from: None,
+                                    valid_until: None,
+                                },
+                                keep,
+                            }
+                        })
+                        .collect();
+                    // Reserved leases hold some of the lent nodes, from before now.
+                    let mut held = 0;
+                    for (i, (nodes, hours)) in holdings.into_iter().enumerate() {
+                        if held + nodes > p.lent {
+                            break;
+                        }
+                        held += nodes;
+                        p.reserved.push(Holding {
+                            lease: format!("held{i}"),
+                            term: Interval::new(
+                                now - Duration::hours(1),
+                                now + Duration::hours(hours),
+                            ),
+                            nodes,
+                        });
+                    }
+                    p.spot_protection = Duration::minutes(protection);
+                    let pending = leases
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (spot, ask, hours, max_cents))| {
+                            let class = if spot {
+                                LeaseClass::Spot
+                            } else {
+                                LeaseClass::Reserved
+                            };
+                            LeaseRequest {
+                                name: format!("l{i}"),
+                                tenant: "acme".into(),
+                                class,
+                                ask,
+                                term: Interval::new(now, now + Duration::hours(hours)),
+                                credit_hours: Decimal::from(hours),
+                                max_price: spot.then(|| Decimal::new(max_cents, 2)),
+                                created: now - Duration::seconds(60 - i as i64),
+                            }
+                        })
+                        .collect();
+                    Scenario { pool: p, pending }
+                },
+            )
+    }
+
+    /// The most nodes the pool may lend at `at`: its headroom, and every reservation whose
+    /// window is open then.
+    fn limit_at(pool: &PoolSnapshot, at: DateTime<Utc>) -> usize {
+        pool.reservations
+            .iter()
+            .filter(|r| {
+                r.calendar
+                    .whole_windows(Interval::new(
+                        at - Duration::days(1),
+                        at + Duration::days(1),
+                    ))
+                    .iter()
+                    .any(|w| w.contains(at))
+            })
+            .map(|r| r.keep.lend_limit(pool.nodes_total))
+            .fold(pool.headroom_limit, usize::min)
+    }
+
+    /// Reservation windows that open after now but before a Spot lease admitted now has had
+    /// its protection, with the limit each sets.
+    fn windows_too_soon(pool: &PoolSnapshot, now: DateTime<Utc>) -> Vec<usize> {
+        pool.reservations
+            .iter()
+            .flat_map(|r| {
+                r.calendar
+                    .whole_windows(Interval::new(
+                        now - Duration::days(1),
+                        now + Duration::days(1),
+                    ))
+                    .into_iter()
+                    .filter(|w| w.start > now && w.start < now + pool.spot_protection)
+                    .map(|_| r.keep.lend_limit(pool.nodes_total))
+            })
+            .collect()
+    }
+
+    /// Instants in `term` at which what Reserved leases hold, or what the pool may lend,
+    /// can change.
+    fn moments(pool: &PoolSnapshot, holdings: &[Holding], term: Interval) -> Vec<DateTime<Utc>> {
+        let range = Interval::new(term.start - Duration::days(1), term.end + Duration::days(1));
+        let mut moments = vec![term.start];
+        for r in &pool.reservations {
+            for w in r.calendar.whole_windows(range) {
+                moments.extend([w.start, w.end]);
+            }
+        }
+        for h in holdings {
+            moments.extend([h.term.start, h.term.end]);
+        }
+        moments.retain(|t| term.contains(*t));
+        moments
+    }
+
+    fn held_at(holdings: &[Holding], at: DateTime<Utc>) -> usize {
+        holdings
+            .iter()
+            .filter(|h| h.term.contains(at))
+            .map(|h| h.nodes)
+            .sum()
+    }
+
+    /// The fewest free nodes that serve `ask`, found by trying every set of them, or `None`
+    /// when no set does.
+    fn fewest_nodes(free: &[Candidate], ask: &Ask) -> Option<usize> {
+        match ask {
+            Ask::Nodes { class, count } => {
+                let matching = free
+                    .iter()
+                    .filter(|c| c.class.as_deref() == Some(class))
+                    .count();
+                (matching >= *count).then_some(*count)
+            }
+            Ask::Resources(request) => (0u32..1 << free.len())
+                .filter(|set| {
+                    let sum: Resources = free
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| set & (1 << i) != 0)
+                        .map(|(_, c)| c.allocatable)
+                        .sum();
+                    sum.covers(request)
                 })
-                .collect();
+                .map(|set| set.count_ones() as usize)
+                .min(),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+        #[test]
+        fn admission_never_overcommits_and_admits_what_fits(scenario in arb_scenario()) {
+            let Scenario { pool: p, pending } = scenario;
+            let now = utc(NOW);
             let decisions = admit_in_order(&p, &pending, &mut BTreeMap::new(), now, Duration::minutes(10));
+            prop_assert_eq!(decisions.len(), pending.len());
+            let by_name: BTreeMap<&str, &LeaseRequest> =
+                pending.iter().map(|l| (l.name.as_str(), l)).collect();
+            let free: BTreeMap<&str, &Candidate> =
+                p.free.iter().map(|c| (c.name.as_str(), c)).collect();
             let mut used = std::collections::BTreeSet::new();
-            for (_, d) in &decisions {
-                if let Decision::Admit { nodes } = d {
-                    for n in nodes { prop_assert!(used.insert(n.clone()), "{} lent twice", n); }
+            let mut lent = p.lent;
+            let mut holdings = p.reserved.clone();
+            let mut reserved_terms = Vec::new();
+            for (name, decision) in &decisions {
+                let Decision::Admit { nodes } = decision else { continue };
+                let lease = by_name[name.as_str()];
+                for n in nodes {
+                    prop_assert!(free.contains_key(n.as_str()), "{} is not a free node", n);
+                    prop_assert!(used.insert(n.clone()), "{} lent twice", n);
+                }
+                let bound: Resources = nodes.iter().map(|n| free[n.as_str()].allocatable).sum();
+                match &lease.ask {
+                    Ask::Resources(request) => {
+                        prop_assert!(bound.covers(request), "{} gets {} for {}", name, bound, request)
+                    }
+                    Ask::Nodes { class, count } => {
+                        prop_assert_eq!(nodes.len(), *count);
+                        for n in nodes {
+                            prop_assert_eq!(free[n.as_str()].class.as_deref(), Some(class.as_str()));
+                        }
+                    }
+                }
+                lent += nodes.len();
+                prop_assert!(lent <= limit_at(&p, now), "{} lent, limit {} now", lent, limit_at(&p, now));
+                match lease.class {
+                    LeaseClass::Spot => {
+                        let hourly = p.spot_prices.as_ref().map(|s| s.hourly(&bound));
+                        prop_assert!(hourly <= lease.max_price, "{} costs {:?} per hour", name, hourly);
+                        for limit in windows_too_soon(&p, now) {
+                            prop_assert!(lent <= limit, "{} lent, a window soon allows {}", lent, limit);
+                        }
+                    }
+                    LeaseClass::Reserved => {
+                        holdings.push(Holding { lease: name.clone(), term: lease.term, nodes: nodes.len() });
+                        reserved_terms.push(lease.term);
+                    }
                 }
             }
-            prop_assert!(used.len() <= p.headroom_limit);
+            // Wherever an admitted Reserved lease runs, Reserved leases stay within the limit.
+            for term in reserved_terms {
+                for at in moments(&p, &holdings, term) {
+                    prop_assert!(
+                        held_at(&holdings, at) <= limit_at(&p, at),
+                        "Reserved leases hold {} at {}, limit {}", held_at(&holdings, at), at, limit_at(&p, at)
+                    );
+                }
+            }
+
+            // Liveness: the head of the queue is admitted when it fits alone, on the free
+            // nodes, within every limit. For a request in one dimension the choice takes
+            // the fewest nodes; otherwise it may take any of the free ones.
+            let head = pending.iter().min_by(|a, b| a.created.cmp(&b.created).then_with(|| a.name.cmp(&b.name))).expect("a lease");
+            let Some(fewest) = fewest_nodes(&p.free, &head.ask) else { return Ok(()) };
+            let takes = match &head.ask {
+                Ask::Resources(r) if r.memory_bytes > 0 => p.free.len(),
+                _ => fewest,
+            };
+            let all_free: Resources = p.free.iter().map(|c| c.allocatable).sum();
+            let fits = p.lent + takes <= limit_at(&p, now)
+                && match head.class {
+                    LeaseClass::Spot => {
+                        p.spot_prices.as_ref().map(|s| s.hourly(&all_free)) <= head.max_price
+                            && windows_too_soon(&p, now).iter().all(|limit| p.lent + takes <= *limit)
+                    }
+                    LeaseClass::Reserved => moments(&p, &p.reserved, head.term)
+                        .into_iter()
+                        .all(|at| held_at(&p.reserved, at) + takes <= limit_at(&p, at)),
+                };
+            let decided = &decisions.iter().find(|(n, _)| *n == head.name).expect("a decision").1;
+            prop_assert!(
+                !fits || matches!(decided, Decision::Admit { .. }),
+                "{} fits alone on {} node(s) but: {:?}", head.name, takes, decided
+            );
         }
     }
 }
