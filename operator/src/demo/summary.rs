@@ -270,8 +270,14 @@ fn render(s: &Summary) -> String {
     );
     for r in &s.reclaims {
         let notice = seconds(r.deadline - r.notice_given);
+        // A lease the tenant ends during its notice gives its nodes back before the deadline.
         let back = r.back.map_or("not yet".to_string(), |b| {
-            format!("{:+.1} s", seconds(b - r.deadline))
+            let late = seconds(b - r.deadline);
+            if late < 0.0 {
+                format!("{:.1} s before the deadline (the lease ended first)", -late)
+            } else {
+                format!("+{late:.1} s")
+            }
         });
         let _ = writeln!(
             out,
