@@ -152,7 +152,7 @@ fn spot_lease(name: &str) -> anyhow::Result<CapacityLease> {
 }
 
 #[tokio::test]
-async fn an_admitted_lease_keeps_its_class_pool_and_amount() -> TestResult {
+async fn an_admitted_lease_keeps_its_class_pool_amount_and_bid() -> TestResult {
     let plane = plane().await?;
     let ns = "api-lease-immutable";
     let client = namespace(plane, ns).await?;
@@ -197,6 +197,13 @@ async fn an_admitted_lease_keeps_its_class_pool_and_amount() -> TestResult {
             "spec.resources",
             "spec.resources cannot change once the lease is admitted",
         ),
+        // The admitted bid stands: a lowered one would let the lease stay past the price
+        // it was admitted at, and a moved one cheats the credit limit.
+        (
+            json!({"spec": {"maxPricePerHour": "2.00"}}),
+            "spec.maxPricePerHour",
+            "spec.maxPricePerHour cannot change once the lease is admitted",
+        ),
     ];
     for (patch, field, message) in attempts {
         let status = refusal(
@@ -221,14 +228,19 @@ async fn an_admitted_lease_keeps_its_class_pool_and_amount() -> TestResult {
         before.metadata.resource_version
     );
 
-    // What may change still does: a Spot tenant may raise its bid.
-    let raise = json!({"spec": {"maxPricePerHour": "2.00"}});
-    let raised = leases
-        .patch("render", &PatchParams::default(), &Patch::Merge(&raise))
+    // What may change still does: the tenant's own labels.
+    let label = json!({"metadata": {"labels": {"team": "render"}}});
+    let labelled = leases
+        .patch("render", &PatchParams::default(), &Patch::Merge(&label))
         .await?;
     assert_eq!(
-        raised.spec.max_price_per_hour.as_ref().map(|m| m.as_str()),
-        Some("2.00")
+        labelled
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .get("team")
+            .map(String::as_str),
+        Some("render")
     );
     Ok(())
 }
