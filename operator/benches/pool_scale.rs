@@ -232,11 +232,26 @@ async fn run_size(n: usize, args: &Args) -> anyhow::Result<Row> {
         .await?;
     Api::<offpeak_api::Tenant>::all(admin.clone())
         .create(&create, &from_json(json!({"apiVersion": "offpeak.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": "bench"},
-            "spec": {"displayName": "Bench", "namespaces": ["bench"], "users": ["bench"], "allowedPools": ["scale"]}}))?)
+            "spec": {"displayName": "Bench", "namespaces": ["bench"], "users": ["bench"], "allowedPools": ["scale"],
+                     "quota": {"capacityLeases": 10000}}}))?)
         .await?;
     let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "bench");
     while accounts.get_opt("default").await?.is_none() {
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Leases can be created once the quota controller counts the namespace's quotas: the
+    // Tenant is Ready then.
+    let tenants: Api<offpeak_api::Tenant> = Api::all(admin.clone());
+    loop {
+        let ready = tenants.get("bench").await?.status.is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == offpeak_api::ConditionStatus::True)
+        });
+        if ready {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Wait until every node's idle clock is written: the pool is ready to lend.
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -26,7 +26,7 @@ use offpeak::local::OperatorProcess;
 use offpeak::names::{LEASE, RECLAIMING, TENANT};
 use offpeak_api::{CapacityLease, LeasePhase};
 use offpeak_testenv::{ControlPlane, NodeSpec};
-use offpeak_tests::fixtures::{eventually_value, lease, pool_with, tenant, wait_phase};
+use offpeak_tests::fixtures::{eventually_value, lease, pool_with, tenant_with_quota, wait_phase};
 use offpeak_tests::{deployment, wait_running};
 use serde_json::json;
 
@@ -158,7 +158,14 @@ async fn run(k: usize, notice: u64) -> anyhow::Result<Row> {
         json!({}),
     )
     .await?;
-    let user = tenant(&plane, "bench-r", &["reclaim"]).await?;
+    // More leases in one namespace than a tenant's default quota of 50.
+    let user = tenant_with_quota(
+        &plane,
+        "bench-r",
+        &["reclaim"],
+        json!({"capacityLeases": k + 10}),
+    )
+    .await?;
     let leases: Api<CapacityLease> = Api::namespaced(user.clone(), "bench-r");
     for i in 0..k {
         leases

@@ -95,6 +95,17 @@ fn merge(into: &mut serde_json::Value, more: serde_json::Value) {
 /// A tenant owning namespace `name`, used by user `<name>-user`; waits until the operator
 /// made the namespace ready for pods.
 pub async fn tenant(plane: &ControlPlane, name: &str, pools: &[&str]) -> anyhow::Result<Client> {
+    tenant_with_quota(plane, name, pools, json!({})).await
+}
+
+/// [`tenant`] with `quota` as its `spec.quota` (e.g. `{"capacityLeases": 1000}` for a bench
+/// that holds more leases in one namespace than the default 50).
+pub async fn tenant_with_quota(
+    plane: &ControlPlane,
+    name: &str,
+    pools: &[&str],
+    quota: serde_json::Value,
+) -> anyhow::Result<Client> {
     let client = plane.client().await?;
     let tenant: Tenant = from_json(json!({
         "apiVersion": "offpeak.dev/v1alpha1", "kind": "Tenant",
@@ -105,6 +116,7 @@ pub async fn tenant(plane: &ControlPlane, name: &str, pools: &[&str]) -> anyhow:
             "users": [format!("{name}-user")],
             "allowedPools": pools,
             "creditLimit": {"amount": "1000", "currency": "USD"},
+            "quota": quota,
         },
     }));
     Api::<Tenant>::all(client.clone())
