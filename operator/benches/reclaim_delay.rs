@@ -26,7 +26,7 @@ use offpeak::local::OperatorProcess;
 use offpeak::names::{LEASE, RECLAIMING, TENANT};
 use offpeak_api::{CapacityLease, LeasePhase};
 use offpeak_testenv::{ControlPlane, NodeSpec};
-use offpeak_tests::fixtures::{eventually_value, lease, pool_with, tenant_with_quota, wait_phase};
+use offpeak_tests::fixtures::{eventually_value, lease, pool_with, tenant_with, wait_phase};
 use offpeak_tests::{deployment, wait_running};
 use serde_json::json;
 
@@ -158,12 +158,13 @@ async fn run(k: usize, notice: u64) -> anyhow::Result<Row> {
         json!({}),
     )
     .await?;
-    // More leases in one namespace than a tenant's default quota of 50.
-    let user = tenant_with_quota(
+    // More leases in one namespace than a tenant's default quota of 50 and credit limit allow.
+    let user = tenant_with(
         &plane,
         "bench-r",
         &["reclaim"],
-        json!({"capacityLeases": k + 10}),
+        json!({"quota": {"capacityLeases": k + 10},
+               "creditLimit": {"amount": format!("{}", 100 * (k + 10)), "currency": "USD"}}),
     )
     .await?;
     let leases: Api<CapacityLease> = Api::namespaced(user.clone(), "bench-r");

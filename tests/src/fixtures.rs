@@ -95,29 +95,33 @@ fn merge(into: &mut serde_json::Value, more: serde_json::Value) {
 /// A tenant owning namespace `name`, used by user `<name>-user`; waits until the operator
 /// made the namespace ready for pods.
 pub async fn tenant(plane: &ControlPlane, name: &str, pools: &[&str]) -> anyhow::Result<Client> {
-    tenant_with_quota(plane, name, pools, json!({})).await
+    tenant_with(plane, name, pools, json!({})).await
 }
 
-/// [`tenant`] with `quota` as its `spec.quota` (e.g. `{"capacityLeases": 1000}` for a bench
-/// that holds more leases in one namespace than the default 50).
-pub async fn tenant_with_quota(
+/// [`tenant`] with the fields of `spec` set over the defaults (e.g. a bench that holds more
+/// leases than the default quota of 50 and the default credit limit allow:
+/// `{"quota": {"capacityLeases": 1000}, "creditLimit": {...}}`).
+pub async fn tenant_with(
     plane: &ControlPlane,
     name: &str,
     pools: &[&str],
-    quota: serde_json::Value,
+    spec: serde_json::Value,
 ) -> anyhow::Result<Client> {
     let client = plane.client().await?;
+    let mut body = json!({
+        "displayName": format!("Tenant {name}"),
+        "namespaces": [name],
+        "users": [format!("{name}-user")],
+        "allowedPools": pools,
+        "creditLimit": {"amount": "1000", "currency": "USD"},
+    });
+    if let (Some(body), Some(spec)) = (body.as_object_mut(), spec.as_object()) {
+        body.extend(spec.clone());
+    }
     let tenant: Tenant = from_json(json!({
         "apiVersion": "offpeak.dev/v1alpha1", "kind": "Tenant",
         "metadata": {"name": name},
-        "spec": {
-            "displayName": format!("Tenant {name}"),
-            "namespaces": [name],
-            "users": [format!("{name}-user")],
-            "allowedPools": pools,
-            "creditLimit": {"amount": "1000", "currency": "USD"},
-            "quota": quota,
-        },
+        "spec": body,
     }));
     Api::<Tenant>::all(client.clone())
         .create(&PostParams::default(), &tenant)
