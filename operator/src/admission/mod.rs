@@ -17,7 +17,9 @@ use axum::routing::post;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, Patch, PatchParams};
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::core::admission::{
+    AdmissionRequest, AdmissionResponse, AdmissionReview, ConvertAdmissionReviewError,
+};
 use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, reflector};
@@ -183,16 +185,23 @@ async fn timed(
     response
 }
 
+/// The request an admission review carries, or the answer to a malformed one.
+fn request_of<K: kube::Resource>(
+    review: AdmissionReview<K>,
+) -> Result<AdmissionRequest<K>, Box<AdmissionResponse>> {
+    review.try_into().map_err(|e: ConvertAdmissionReviewError| {
+        tracing::warn!(error = %e, "malformed admission review");
+        Box::new(AdmissionResponse::invalid(e.to_string()))
+    })
+}
+
 async fn mutate_pod(
     State(state): State<WebhookState>,
     Json(review): Json<AdmissionReview<Pod>>,
 ) -> Json<AdmissionReview<DynamicObject>> {
-    let request: AdmissionRequest<Pod> = match review.try_into() {
+    let request = match request_of(review) {
         Ok(request) => request,
-        Err(e) => {
-            tracing::warn!(error = %e, "malformed admission review");
-            return Json(AdmissionResponse::invalid(e.to_string()).into_review());
-        }
+        Err(answer) => return Json(answer.into_review()),
     };
     Json(review_pod(&state, &request).await.into_review())
 }
@@ -203,12 +212,9 @@ async fn mutate_pod(
 async fn steer_internal_pod(
     Json(review): Json<AdmissionReview<Pod>>,
 ) -> Json<AdmissionReview<DynamicObject>> {
-    let request: AdmissionRequest<Pod> = match review.try_into() {
+    let request = match request_of(review) {
         Ok(request) => request,
-        Err(e) => {
-            tracing::warn!(error = %e, "malformed admission review");
-            return Json(AdmissionResponse::invalid(e.to_string()).into_review());
-        }
+        Err(answer) => return Json(answer.into_review()),
     };
     let response = AdmissionResponse::from(&request);
     let Some(pod) = &request.object else {
@@ -235,12 +241,9 @@ async fn steer_internal_pod(
 async fn mutate_lease(
     Json(review): Json<AdmissionReview<DynamicObject>>,
 ) -> Json<AdmissionReview<DynamicObject>> {
-    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
+    let request = match request_of(review) {
         Ok(request) => request,
-        Err(e) => {
-            tracing::warn!(error = %e, "malformed admission review");
-            return Json(AdmissionResponse::invalid(e.to_string()).into_review());
-        }
+        Err(answer) => return Json(answer.into_review()),
     };
     let response = AdmissionResponse::from(&request);
     let Some(lease) = &request.object else {

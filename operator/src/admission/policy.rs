@@ -534,6 +534,17 @@ fn client_config(endpoint: &WebhookEndpoint, ca_pem: &str, path: &str) -> Webhoo
     }
 }
 
+/// The rule both pod webhooks match: pods being created.
+fn pod_creation() -> RuleWithOperations {
+    RuleWithOperations {
+        api_groups: Some(vec![String::new()]),
+        api_versions: Some(vec!["v1".to_string()]),
+        operations: Some(vec!["CREATE".to_string()]),
+        resources: Some(vec!["pods".to_string()]),
+        scope: Some("Namespaced".to_string()),
+    }
+}
+
 pub fn confinement_webhook(
     endpoint: &WebhookEndpoint,
     ca_pem: &str,
@@ -547,13 +558,7 @@ pub fn confinement_webhook(
             failure_policy: Some("Fail".to_string()),
             side_effects: "None".to_string(),
             namespace_selector: Some(tenant_namespaces()),
-            rules: Some(vec![RuleWithOperations {
-                api_groups: Some(vec![String::new()]),
-                api_versions: Some(vec!["v1".to_string()]),
-                operations: Some(vec!["CREATE".to_string()]),
-                resources: Some(vec!["pods".to_string()]),
-                scope: Some("Namespaced".to_string()),
-            }]),
+            rules: Some(vec![pod_creation()]),
             timeout_seconds: Some(5),
             reinvocation_policy: Some("IfNeeded".to_string()),
             ..Default::default()
@@ -584,13 +589,7 @@ pub fn internal_pods_webhook(
                 name: "tolerates-lent-nodes".to_string(),
                 expression: needs_steering(),
             }]),
-            rules: Some(vec![RuleWithOperations {
-                api_groups: Some(vec![String::new()]),
-                api_versions: Some(vec!["v1".to_string()]),
-                operations: Some(vec!["CREATE".to_string()]),
-                resources: Some(vec!["pods".to_string()]),
-                scope: Some("Namespaced".to_string()),
-            }]),
+            rules: Some(vec![pod_creation()]),
             timeout_seconds: Some(5),
             reinvocation_policy: Some("IfNeeded".to_string()),
             ..Default::default()
