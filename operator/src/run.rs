@@ -1,6 +1,6 @@
 //! `offpeak run`: the operator process. Installs what it owns cluster-wide (the tenant
-//! role, the confinement policy and webhook), then serves metrics, the webhook and the
-//! controllers until the process ends.
+//! role, the confinement policy and webhook), then serves metrics, the webhook, the
+//! confinement guard and the controllers until the process ends.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,11 +65,22 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
     let webhook = admission::run(hook.addr, &hook.tls, client.clone(), metrics.clone());
     tracing::info!(metrics = %options.metrics_addr, webhook = %hook.addr, "offpeak operator starting");
     let (leader, elect) = leadership(&client, options.leader_election.clone()).await?;
+    // Confinement stays in place while the operator runs: what is deleted or changed is
+    // applied again, and no lease is admitted until it is.
+    let (confined, confinement) = tokio::sync::watch::channel(None);
+    let guard = admission::guard::run(
+        client.clone(),
+        admission::cluster_objects(&hook.endpoint, &hook.tls.ca_pem),
+        leader.clone(),
+        confined,
+        metrics.clone(),
+    );
     tokio::select! {
         result = telemetry::serve(options.metrics_addr, metrics.clone(), readiness.clone()) => result.context("metrics server"),
         result = webhook => result.context("webhook"),
         result = elect => result.context("leader election"),
-        result = controllers::run(client.clone(), metrics, options.settings, readiness, leader) => result.context("controllers"),
+        () = guard => anyhow::bail!("the confinement guard stopped"),
+        result = controllers::run(client.clone(), metrics, options.settings, readiness, leader, confinement) => result.context("controllers"),
     }
 }
 

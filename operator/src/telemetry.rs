@@ -58,6 +58,8 @@ pub struct Metrics {
     pub billed_seconds: IntGaugeVec,
     pub billed_amount: prometheus::GaugeVec,
     pub leader: prometheus::IntGauge,
+    pub confined: prometheus::IntGauge,
+    pub confinement_repairs: IntCounterVec,
 }
 
 impl Metrics {
@@ -177,8 +179,21 @@ impl Metrics {
             &["tenant", "currency"],
         )?;
         let leader = prometheus::IntGauge::new("leader", "1 while this replica leads (writes)")?;
+        let confined = prometheus::IntGauge::new(
+            "confinement_in_place",
+            "1 while every object that confines tenant pods is in place; 0: no lease is admitted",
+        )?;
+        let confinement_repairs = IntCounterVec::new(
+            Opts::new(
+                "confinement_repairs_total",
+                "Confinement objects found missing or changed and applied again, by name",
+            ),
+            &["object"],
+        )?;
         for metric in [
             Box::new(leader.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(confined.clone()),
+            Box::new(confinement_repairs.clone()),
             Box::new(facts_pending.clone()),
             Box::new(facts_written.clone()),
             Box::new(meter_refused.clone()),
@@ -219,6 +234,8 @@ impl Metrics {
             billed_seconds,
             billed_amount,
             leader,
+            confined,
+            confinement_repairs,
         })
     }
 

@@ -184,11 +184,24 @@ pub async fn wait_phase(
     name: &str,
     phase: LeasePhase,
 ) -> anyhow::Result<CapacityLease> {
-    eventually(&format!("lease {name} to be {phase:?}"), || async {
+    let reached = eventually(&format!("lease {name} to be {phase:?}"), || async {
         Ok(leases.get(name).await?.status.and_then(|s| s.phase) == Some(phase))
     })
-    .await
-    .map_err(|e| e.context(format!("lease {name}")))?;
+    .await;
+    if let Err(e) = reached {
+        // Say why: the lease's conditions as last seen.
+        let conditions: Vec<String> = leases
+            .get(name)
+            .await
+            .ok()
+            .and_then(|l| l.status)
+            .map(|s| s.conditions)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| format!("{} {:?} {}: {}", c.type_, c.status, c.reason, c.message))
+            .collect();
+        return Err(e.context(format!("lease {name}, last seen with {conditions:?}")));
+    }
     Ok(leases.get(name).await?)
 }
 

@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use chart_support::{CHART, NAMESPACE, free_port, helm, parse_yaml_stream};
+use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     Container, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
@@ -593,6 +594,23 @@ async fn install_run_uninstall(
     let served = serve_a_tenant(plane, tag).await;
     let log = operator.log();
     served.with_context(|| format!("the operator's log:\n{log}"))?;
+    // The confinement guard, as the chart's account: a policy someone deleted is back.
+    let policies: Api<ValidatingAdmissionPolicy> = Api::all(admin.clone());
+    policies
+        .delete("offpeak-tenant-confinement", &Default::default())
+        .await?;
+    eventually(
+        "the deleted confinement policy to be applied again",
+        || async {
+            Ok(policies
+                .get_opt("offpeak-tenant-confinement")
+                .await?
+                .is_some())
+        },
+    )
+    .await
+    .with_context(|| format!("the operator's log:\n{}", operator.log()))?;
+    let log = operator.log();
     let refused: Vec<&str> = log
         .lines()
         .filter(|l| {

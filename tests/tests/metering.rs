@@ -2,13 +2,15 @@
 //! reach the ledger and come back as a line of the tenant's UsageBill, to the second and
 //! the cent; the FOCUS export carries them; tenants read their bills and cannot write
 //! them or read another's; a ledger that is locked away for a while holds facts back,
-//! says so, and gets every one when it returns.
+//! says so, and gets every one when it returns; a tenant namespace deleted under an
+//! active lease, and a reservation edited in its window, end in consistent bills.
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use offpeak_api::{CapacityLease, CapacityPool, LeasePhase, LineItem, UsageBill};
+use offpeak_api::{CapacityLease, CapacityPool, LeasePhase, LineItem, PeakReservation, UsageBill};
 use offpeak_testenv::ControlPlane;
 use offpeak_tests::fixtures::*;
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -394,16 +396,20 @@ async fn a_finalized_bill_never_changes_and_a_late_fact_corrects_the_next_one() 
     // 2 h × 16 cores × 0.04 = 1.28, topped up to no minimum (the card has none).
     assert_eq!(finalized.spec.totals.total.as_str(), "1.2800");
 
-    // A fact of last period arrives late.
-    ledger
-        .append(&lease_facts(
-            "late",
-            "acme-fn",
-            "mt-final",
-            &day(12, 0),
-            &day(12, 1),
-        ))
-        .await?;
+    // A fact of last period arrives late (retried while the operator holds the file).
+    eventually("the late fact in the ledger", || async {
+        Ok(ledger
+            .append(&lease_facts(
+                "late",
+                "acme-fn",
+                "mt-final",
+                &day(12, 0),
+                &day(12, 1),
+            ))
+            .await
+            .is_ok())
+    })
+    .await?;
     let open_name = format!("acme-fn-{}", this_period());
     let open = eventually_value("the correction on this period's bill", || async {
         Ok(bills
@@ -437,5 +443,274 @@ async fn a_finalized_bill_never_changes_and_a_late_fact_corrects_the_next_one() 
         finalized.metadata.resource_version
     );
     ledger.close().await;
+
+    // The namespace deleted by someone and made again from the Tenant: the finalized
+    // bill, unchanged in the ledger, is written into it again.
+    let admin = plane.client().await?;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin);
+    let first = namespaces.get("acme-fn").await?.uid();
+    namespaces.delete("acme-fn", &Default::default()).await?;
+    eventually("the namespace made again", || async {
+        Ok(namespaces
+            .get_opt("acme-fn")
+            .await?
+            .is_some_and(|ns| ns.uid() != first && ns.metadata.deletion_timestamp.is_none()))
+    })
+    .await?;
+    let back = eventually_value("the finalized bill in the new namespace", || async {
+        Ok(bills.get_opt(&finalized_name).await?)
+    })
+    .await?;
+    assert_eq!(back.spec, finalized.spec);
+    Ok(())
+}
+
+/// The CPU lines of `lease` on the tenant's bill of this period, as (start, end, cores),
+/// once one of them ends at `end`.
+async fn cpu_lines_to(
+    bills: &Api<UsageBill>,
+    tenant: &str,
+    lease: &str,
+    end: DateTime<Utc>,
+) -> anyhow::Result<Vec<(DateTime<Utc>, DateTime<Utc>, String)>> {
+    let name = format!("{tenant}-{}", this_period());
+    let bill = eventually_value(&format!("{name} to carry {lease} to its end"), || async {
+        Ok(bills.get_opt(&name).await?.filter(|b| {
+            b.spec.lines.iter().any(|l| {
+                l.lease.as_str() == lease
+                    && l.item == LineItem::Cpu
+                    && instant(&Some(l.end.clone())) == end
+            })
+        }))
+    })
+    .await?;
+    let mut lines: Vec<_> = bill
+        .spec
+        .lines
+        .iter()
+        .filter(|l| l.lease.as_str() == lease && l.item == LineItem::Cpu)
+        .map(|l| {
+            (
+                instant(&Some(l.start.clone())),
+                instant(&Some(l.end.clone())),
+                l.quantity.clone(),
+            )
+        })
+        .collect();
+    lines.sort();
+    Ok(lines)
+}
+
+#[tokio::test]
+async fn a_tenant_namespace_deleted_under_an_active_lease_ends_it_and_its_bill_comes_back()
+-> TestResult {
+    let (plane, _) = operator().await?;
+    let nodes = pool_with_nodes(plane, "mt-gone", 1).await?;
+    let user = tenant(plane, "acme-gone", &["mt-gone"]).await?;
+    let admin = plane.client().await?;
+    let leases: Api<CapacityLease> = Api::namespaced(admin.clone(), "acme-gone");
+    leases
+        .create(
+            &PostParams::default(),
+            &lease("doomed", "mt-gone", "Spot", "16", "1h"),
+        )
+        .await?;
+    let active = wait_phase(&leases, "doomed", LeasePhase::Active).await?;
+    let admitted = instant(&active.status.as_ref().and_then(|s| s.admitted_at.clone()));
+    // The lease's last status before it goes with its namespace.
+    let last = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let seen = last.clone();
+    let watch = {
+        use futures::StreamExt;
+        let stream = kube::runtime::watcher(
+            leases.clone(),
+            kube::runtime::watcher::Config::default().fields("metadata.name=doomed"),
+        );
+        tokio::spawn(stream.for_each(move |event| {
+            if let Ok(kube::runtime::watcher::Event::Apply(l)) = event
+                && let Ok(mut seen) = seen.lock()
+            {
+                *seen = l.status;
+            }
+            futures::future::ready(())
+        }))
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin.clone());
+    let deleted_at = Utc::now();
+    namespaces.delete("acme-gone", &Default::default()).await?;
+
+    // The lease ends Cancelled with its node back, so the namespace can go.
+    let ended = eventually_value("the lease to end as its namespace goes", || async {
+        let status = last.lock().ok().and_then(|s| s.clone());
+        Ok(status.filter(|s| s.phase == Some(LeasePhase::Ended)))
+    })
+    .await?;
+    watch.abort();
+    assert_eq!(ended.end_reason, Some(offpeak_api::EndReason::Cancelled));
+    let ended_at = instant(&ended.ended_at);
+    assert!(
+        ended_at >= deleted_at.trunc_subsecs(0)
+            && ended_at <= deleted_at + chrono::Duration::seconds(10),
+        "ended at {ended_at}, its namespace deleted at {deleted_at}"
+    );
+    let node: Api<k8s_openapi::api::core::v1::Node> = Api::all(admin.clone());
+    eventually("the node back without the tenant's marks", || async {
+        let n = node.get(&nodes[0]).await?;
+        Ok(!n.labels().contains_key(offpeak::names::LEASE)
+            && !n.labels().contains_key(offpeak::names::TENANT))
+    })
+    .await?;
+
+    // The Tenant still names the namespace: it is made again, and its bill with it, where
+    // the lease's seconds are billed once, from its admission to its end.
+    let bills: Api<UsageBill> = Api::namespaced(user, "acme-gone");
+    let lines = cpu_lines_to(&bills, "acme-gone", "doomed", ended_at).await?;
+    assert_eq!(lines, [(admitted, ended_at, "16".to_string())]);
+
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_reservation_edited_in_its_window_takes_more_with_full_notice_and_bills_hold()
+-> TestResult {
+    let (plane, _) = operator().await?;
+    pool_with(
+        plane,
+        "mt-peak",
+        3,
+        json!({"noticePeriod": "8s"}),
+        json!({}),
+    )
+    .await?;
+    let user = tenant(plane, "acme-peak", &["mt-peak"]).await?;
+    let admin = plane.client().await?;
+    // A window in force since a minute ago keeps one node of three.
+    let now = Utc::now().trunc_subsecs(0);
+    let at = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let reservations: Api<PeakReservation> = Api::all(admin.clone());
+    reservations
+        .create(
+            &PostParams::default(),
+            &from_json(json!({
+                "apiVersion": "offpeak.dev/v1alpha1", "kind": "PeakReservation",
+                "metadata": {"name": "mt-peak-sale"},
+                "spec": {"pool": "mt-peak", "keep": {"nodes": 1},
+                         "window": {"start": at(now - chrono::Duration::minutes(1)),
+                                    "end": at(now + chrono::Duration::minutes(30))}},
+            })),
+        )
+        .await?;
+    let leases: Api<CapacityLease> = Api::namespaced(user.clone(), "acme-peak");
+    for name in ["left", "right"] {
+        leases
+            .create(
+                &PostParams::default(),
+                &lease(name, "mt-peak", "Spot", "16", "1h"),
+            )
+            .await?;
+    }
+    for name in ["left", "right"] {
+        wait_phase(&leases, name, LeasePhase::Active).await?;
+    }
+    leases
+        .create(
+            &PostParams::default(),
+            &lease("third", "mt-peak", "Spot", "16", "1h"),
+        )
+        .await?;
+    let third = eventually_value("lease third to wait", || async {
+        let l = leases.get("third").await?;
+        let waits = l.status.as_ref().is_some_and(|s| {
+            s.phase == Some(LeasePhase::Pending)
+                && s.conditions.iter().any(|c| c.type_ == "Admitted")
+        });
+        Ok(waits.then_some(l))
+    })
+    .await?;
+    assert_eq!(
+        admitted(&third),
+        (
+            "PeakReservation".to_string(),
+            "pool mt-peak: peak reservation mt-peak-sale allows 2 lent node(s) now, 2 are lent \
+             and this lease needs 1"
+                .to_string()
+        )
+    );
+
+    // Ops raise the reservation to two nodes mid-window: one lease gets its full notice.
+    reservations
+        .patch(
+            "mt-peak-sale",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"keep": {"nodes": 2}}})),
+        )
+        .await?;
+    let noticed = eventually_value("one lease to get notice", || async {
+        for name in ["left", "right"] {
+            let l = leases.get(name).await?;
+            if l.status.as_ref().and_then(|s| s.phase) == Some(LeasePhase::Reclaiming) {
+                return Ok(Some(l));
+            }
+        }
+        Ok(None)
+    })
+    .await?;
+    let name = noticed.metadata.name.clone().unwrap_or_default();
+    let status = noticed.status.unwrap_or_default();
+    assert_eq!(status.reclaim_reason.as_deref(), Some("PeakReservation"));
+    assert_eq!(
+        instant(&status.reclaim_deadline) - instant(&status.notice_given_at),
+        chrono::Duration::seconds(8),
+        "the full notice, though the window had started"
+    );
+    let ended = wait_phase(&leases, &name, LeasePhase::Ended)
+        .await?
+        .status
+        .unwrap_or_default();
+    assert_eq!(ended.end_reason, Some(offpeak_api::EndReason::Reclaimed));
+    assert!(instant(&ended.ended_at) >= instant(&status.reclaim_deadline));
+    let other = if name == "left" { "right" } else { "left" };
+    assert_eq!(
+        leases.get(other).await?.status.and_then(|s| s.phase),
+        Some(LeasePhase::Active),
+        "only as many leases as the edit takes are reclaimed"
+    );
+    eventually("the reservation to hold two nodes", || async {
+        Ok(reservations
+            .get("mt-peak-sale")
+            .await?
+            .status
+            .is_some_and(|s| s.active == Some(true) && s.nodes_held == Some(2)))
+    })
+    .await?;
+    let events = events_of(&admin, "acme-peak", &name).await?;
+    assert!(
+        events.iter().any(|(reason, note)| reason == "Reclaiming"
+            && note.starts_with(&format!("notice to acme-peak/{name}: 8 s, until "))),
+        "{events:?}"
+    );
+
+    // Ops lower it to none: the waiting lease gets the node back.
+    reservations
+        .patch(
+            "mt-peak-sale",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"keep": {"nodes": 0}}})),
+        )
+        .await?;
+    wait_phase(&leases, "third", LeasePhase::Active).await?;
+
+    // The reclaimed lease is billed from its admission to its end, once.
+    let bills: Api<UsageBill> = Api::namespaced(user, "acme-peak");
+    let lines = cpu_lines_to(&bills, "acme-peak", &name, instant(&ended.ended_at)).await?;
+    assert_eq!(
+        lines,
+        [(
+            instant(&ended.admitted_at),
+            instant(&ended.ended_at),
+            "16".to_string()
+        )]
+    );
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! (ValidatingAdmissionPolicies: see [`policy`]).
 
 pub mod confine;
+pub mod guard;
 pub mod policy;
 
 use std::collections::BTreeSet;

@@ -87,7 +87,7 @@ impl Stores {
             .collect()
     }
 
-    fn all_pools(&self) -> Vec<ObjectRef<CapacityPool>> {
+    pub fn all_pools(&self) -> Vec<ObjectRef<CapacityPool>> {
         self.pools
             .state()
             .iter()
@@ -321,7 +321,7 @@ impl Triggers {
         )
     }
 
-    fn pools(&self, pools: impl IntoIterator<Item = ObjectRef<CapacityPool>>) {
+    pub fn pools(&self, pools: impl IntoIterator<Item = ObjectRef<CapacityPool>>) {
         for pool in pools {
             let _ = self.pools.unbounded_send(pool);
         }

@@ -24,7 +24,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 pub use self::caches::Stores;
 use self::pool::Memory;
 use crate::meter::Meter;
-use crate::plan::pool::PlanSettings;
+use crate::plan::pool::{Confinement, PlanSettings};
 use crate::telemetry::Metrics;
 
 /// How bills are kept.
@@ -85,6 +85,8 @@ pub struct Context {
     pub triggers: caches::Triggers,
     /// The meter and its ledger.
     pub meter: Arc<Meter>,
+    /// Whether tenant pods are confined (`admission::guard`); `None` until it has looked.
+    pub confinement: tokio::sync::watch::Receiver<Option<Confinement>>,
 }
 
 impl Context {
@@ -169,6 +171,16 @@ async fn count_leases(ctx: Arc<Context>) {
     }
 }
 
+/// Every pool is planned again when confinement is lost or back.
+async fn replan_on_confinement(
+    ctx: Arc<Context>,
+    mut confinement: tokio::sync::watch::Receiver<Option<Confinement>>,
+) {
+    while confinement.changed().await.is_ok() {
+        ctx.triggers.pools(ctx.stores.all_pools());
+    }
+}
+
 /// Tells about objects the caches skipped because they cannot be read.
 async fn report_unreadable(
     ctx: Arc<Context>,
@@ -188,7 +200,6 @@ async fn report_unreadable(
     }
 }
 
-/// Runs every controller until the process ends.
 /// Runs every controller until the process ends. The caches fill at once (so this replica
 /// serves the webhook and is ready to take over); the controllers and the meter, which
 /// write, run only while `leader` says this replica leads. Losing the lead ends the run,
@@ -199,6 +210,7 @@ pub async fn run(
     settings: Settings,
     ready: crate::telemetry::Readiness,
     mut leader: tokio::sync::watch::Receiver<bool>,
+    mut confinement: tokio::sync::watch::Receiver<Option<Confinement>>,
 ) -> anyhow::Result<()> {
     let meter = Arc::new(Meter::new(
         &settings.bills.ledger,
@@ -219,11 +231,15 @@ pub async fn run(
         memory: Mutex::new(Memory::default()),
         triggers: senders,
         meter,
+        confinement: confinement.clone(),
     });
     let leads = ctx.metrics.leader.clone();
     let lost_lead = lost(leader.clone(), leads.clone());
     let controllers = async move {
         stores.synced().await?;
+        if confinement.wait_for(Option::is_some).await.is_err() {
+            anyhow::bail!("the confinement guard stopped before it looked");
+        }
         ready.set_ready();
         tracing::info!("caches synced; waiting to lead");
         if leader.wait_for(|leads| *leads).await.is_err() {
@@ -236,6 +252,7 @@ pub async fn run(
             lease::run(ctx.clone(), triggers.leases),
             tenant::run(ctx.clone(), triggers.tenants),
             count_leases(ctx.clone()),
+            replan_on_confinement(ctx.clone(), confinement),
             report_unreadable(ctx.clone(), unreadable),
             crate::meter::run(ctx.clone()),
         );

@@ -87,9 +87,20 @@ fn publish_metrics(ctx: &Context, bill: &Bill) {
 }
 
 async fn write(ctx: &Context, namespace: &str, bill: &Bill) {
+    // A namespace deleted and made again takes its bills with it: keyed by the namespace's
+    // UID, each bill is written again into the new one. One going away takes none.
+    let Some(uid) = ctx
+        .stores
+        .namespaces
+        .get(&ObjectRef::new(namespace))
+        .filter(|ns| ns.metadata.deletion_timestamp.is_none())
+        .and_then(|ns| ns.metadata.uid.clone())
+    else {
+        return;
+    };
     let spec = spec(bill, ctx.settings.bills.grace);
     let name = name(&bill.tenant, &bill.period);
-    let key = format!("{namespace}/{name}");
+    let key = format!("{namespace}/{uid}/{name}");
     let unchanged = ctx
         .meter
         .written

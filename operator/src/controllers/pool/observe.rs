@@ -15,7 +15,7 @@ use crate::observe;
 use crate::plan::admission::Reservation;
 use crate::plan::eligibility::TenantView;
 use crate::plan::pool::{
-    LeaseView, Ledger, NodeView, PendingPod, PoolSettings, PoolView, PressureSettings,
+    Confinement, LeaseView, Ledger, NodeView, PendingPod, PoolSettings, PoolView, PressureSettings,
     ReservationView, standing,
 };
 use crate::pricing;
@@ -148,6 +148,15 @@ pub fn view(ctx: &Context, pool: &CapacityPool, now: DateTime<Utc>) -> PoolView 
             crate::meter::Health::Healthy => Ledger::Healthy,
             crate::meter::Health::Down { since, message } => Ledger::Down { since, message },
         },
+        // The controllers start once the guard has looked: None is not seen here.
+        confinement: ctx
+            .confinement
+            .borrow()
+            .clone()
+            .unwrap_or(Confinement::Broken {
+                since: now,
+                message: "not checked yet".to_string(),
+            }),
         name,
     }
 }

@@ -38,8 +38,8 @@ use offpeak_billing::rate::LeaseClass as BillingClass;
 use rust_decimal::Decimal;
 
 pub use self::view::{
-    Failure, LeaseView, Ledger, NodeMarks, NodeView, PendingPod, PlanSettings, PoolSettings,
-    PoolView, PressureSettings, ReservationView, hours_between,
+    Confinement, Failure, LeaseView, Ledger, NodeMarks, NodeView, PendingPod, PlanSettings,
+    PoolSettings, PoolView, PressureSettings, ReservationView, hours_between,
 };
 use crate::observe;
 use crate::plan::admission::{self, Decision, Holding, LeaseRequest, PoolSnapshot};
@@ -1130,6 +1130,16 @@ impl<'a> Pass<'a> {
         if pending.is_empty() {
             return;
         }
+        if let Some(missing) = self.view.confinement.message() {
+            // Unconfined tenant pods could reach the host: lend nothing until it is back.
+            let message = format!(
+                "tenant pod confinement is not in place ({missing}); no lease is admitted until it is"
+            );
+            for (lease, _) in pending {
+                self.hold(lease, LeasePhase::Pending, "ConfinementMissing", &message);
+            }
+            return;
+        }
         let snapshot = self.snapshot();
         let requests: Vec<LeaseRequest> = pending.iter().map(|(_, r)| r.clone()).collect();
         let by_name: BTreeMap<&str, (&'a LeaseView, &LeaseRequest)> = pending
@@ -1318,7 +1328,6 @@ impl<'a> Pass<'a> {
             },
             in_use,
             spot,
-            &self.view.ledger,
             self.now,
         )
     }

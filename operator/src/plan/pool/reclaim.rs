@@ -193,13 +193,17 @@ pub fn plan<'a>(inputs: &Inputs<'a>) -> Reclaim {
         let horizon = Interval::new(now, now + notice + advisory + Duration::seconds(1));
         for window in reservation.calendar.whole_windows(horizon) {
             let start = window.start.max(now);
+            // A lease told now is back by then at the earliest: one already on its way
+            // back by then counts as back (a window under way is not met faster by
+            // telling one more).
+            let earliest = start.max(now + notice);
             // Who still holds nodes when the window starts: not those whose term ends
             // first, nor those already on their way back by then.
             let holding: Vec<&Holder> = order
                 .iter()
                 .copied()
                 .filter(|h| h.ends > start)
-                .filter(|h| h.deadline.is_none_or(|d| d > start))
+                .filter(|h| h.deadline.is_none_or(|d| d > earliest))
                 .filter(|h| !matches!(out.asks.get(&h.lease.uid), Some(Ask::Notice { .. })))
                 .collect();
             let lent: usize = holding.iter().map(|h| h.nodes).sum();

@@ -9,7 +9,7 @@ use offpeak_api::{
 use rust_decimal::Decimal;
 
 use super::reclaim::Cause;
-use super::view::{LeaseView, Ledger, PoolView, ReservationView};
+use super::view::{Confinement, LeaseView, Ledger, PoolView, ReservationView};
 use super::{Note, join};
 use crate::observe::timestamp;
 use crate::plan::calendar::Interval;
@@ -351,7 +351,6 @@ pub fn pool(
     nodes: PoolNodes,
     utilisation: Decimal,
     spot_per_core_hour: Option<Decimal>,
-    ledger: &Ledger,
     now: DateTime<Utc>,
 ) -> (CapacityPoolStatus, Option<Note>, bool) {
     let PoolNodes {
@@ -435,7 +434,30 @@ pub fn pool(
         generation,
         now,
     );
-    conds = match ledger {
+    conds = match &view.confinement {
+        Confinement::InPlace => conditions::set(
+            &conds,
+            "Confined",
+            true,
+            "ConfinementInPlace",
+            "the policies and webhooks that confine tenant pods are in place",
+            generation,
+            now,
+        ),
+        Confinement::Broken { since, message } => conditions::set(
+            &conds,
+            "Confined",
+            false,
+            "ConfinementMissing",
+            &format!(
+                "since {}: {message}; no lease is admitted until it is back",
+                timestamp(*since).as_str()
+            ),
+            generation,
+            now,
+        ),
+    };
+    conds = match &view.ledger {
         Ledger::Starting => conds,
         Ledger::Healthy => conditions::set(
             &conds,
@@ -481,8 +503,24 @@ pub fn pool(
         .iter()
         .find(|c| c.type_ == "Ready")
         .map(|c| c.reason.as_str());
-    let note = (!ready && was != Some(reason)).then(|| Note::warning(reason, message));
+    let note = (!ready && was != Some(reason))
+        .then(|| Note::warning(reason, message))
+        .or_else(|| confinement_lost(&old.conditions, &view.confinement));
     (status, note, held_back)
+}
+
+/// A Warning when confinement is found missing (once, as the condition turns False).
+fn confinement_lost(old: &[offpeak_api::Condition], confinement: &Confinement) -> Option<Note> {
+    let message = confinement.message()?;
+    let was_false = old
+        .iter()
+        .any(|c| c.type_ == "Confined" && c.status == offpeak_api::ConditionStatus::False);
+    (!was_false).then(|| {
+        Note::warning(
+            "ConfinementMissing",
+            format!("tenant pod confinement is not in place ({message}); no lease is admitted until it is"),
+        )
+    })
 }
 
 /// The history with `utilisation` from `now` on, if it changed: the last 64 changes; and

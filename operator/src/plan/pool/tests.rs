@@ -164,6 +164,7 @@ fn view(nodes: Vec<NodeView>, leases: Vec<LeaseView>) -> PoolView {
         ]),
         held_back: BTreeSet::new(),
         ledger: Ledger::Healthy,
+        confinement: Confinement::InPlace,
     }
 }
 
@@ -1232,4 +1233,131 @@ fn a_withheld_node_is_never_lent_and_the_pool_says_why() {
         )
     );
     assert_eq!(pool.lendable_nodes, Some(1));
+}
+
+#[test]
+fn without_confinement_no_lease_is_admitted_and_the_pool_says_why_until_it_is_back() {
+    let mut v = view(
+        vec![node("n0", 16)],
+        vec![lease(
+            "render",
+            "tenant-acme",
+            spec(LeaseClass::Spot, "16", "8h"),
+        )],
+    );
+    v.confinement = Confinement::Broken {
+        since: utc("2026-11-22T19:59:30Z"),
+        message: "ValidatingAdmissionPolicy offpeak-tenant-confinement missing".into(),
+    };
+    let (held, plans) = settle(v, now(), 3);
+    let render = lease_of(&held, "render");
+    assert_eq!(render.phase(), Some(LeasePhase::Pending));
+    assert_eq!(
+        condition(render, "Admitted"),
+        (
+            ConditionStatus::False,
+            "ConfinementMissing",
+            "tenant pod confinement is not in place (ValidatingAdmissionPolicy \
+             offpeak-tenant-confinement missing); no lease is admitted until it is"
+        )
+    );
+    assert!(plans.iter().all(|p| {
+        p.nodes.is_empty()
+            && p.leases
+                .iter()
+                .all(|l| !l.writes.iter().any(|w| matches!(w, Write::Bind(_))))
+    }));
+    let pool = held.status.as_ref().expect("a pool status");
+    let confined = pool
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Confined")
+        .expect("a Confined condition");
+    assert_eq!(
+        (
+            confined.status,
+            confined.reason.as_str(),
+            confined.message.as_str()
+        ),
+        (
+            ConditionStatus::False,
+            "ConfinementMissing",
+            "since 2026-11-22T19:59:30Z: ValidatingAdmissionPolicy offpeak-tenant-confinement \
+             missing; no lease is admitted until it is back"
+        )
+    );
+    let warnings: Vec<&Note> = plans
+        .iter()
+        .flat_map(|p| &p.events)
+        .filter(|n| n.reason == "ConfinementMissing")
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    // Back in place: the lease is admitted at the next pass, and the pool says so.
+    let mut back = held;
+    back.confinement = Confinement::InPlace;
+    let (admitted, _) = settle(back, now() + Duration::seconds(2), 3);
+    assert_eq!(
+        lease_of(&admitted, "render").phase(),
+        Some(LeasePhase::Active)
+    );
+    let confined = admitted
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Confined"))
+        .expect("a Confined condition");
+    assert_eq!(
+        (confined.status, confined.reason.as_str()),
+        (ConditionStatus::True, "ConfinementInPlace")
+    );
+}
+
+#[test]
+fn a_window_raised_while_under_way_takes_back_only_what_the_raise_needs_with_full_notice() {
+    let v = reclaim_view(
+        vec![
+            spot("left", "tenant-acme", "4.50"),
+            spot("right", "tenant-acme", "4.50"),
+        ],
+        3,
+        now(),
+    );
+    assert!(
+        v.leases
+            .iter()
+            .all(|l| l.status.phase == Some(LeasePhase::Active))
+    );
+    // The window began a minute ago; ops raise it to keep two of the three nodes.
+    let mut v = v;
+    v.reservations.push(window(
+        "sale",
+        now() - Duration::minutes(1),
+        crate::plan::admission::Keep::Nodes(2),
+    ));
+    let at = now() + Duration::seconds(5);
+    let (v, _) = settle(v, at, 3);
+    let reclaiming: Vec<&LeaseView> = v
+        .leases
+        .iter()
+        .filter(|l| l.status.phase == Some(LeasePhase::Reclaiming))
+        .collect();
+    assert_eq!(
+        reclaiming
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect::<Vec<_>>(),
+        ["left"],
+        "one lease of two (of equal price and age: by name)"
+    );
+    assert_eq!(
+        reclaiming[0]
+            .status
+            .reclaim_deadline
+            .as_ref()
+            .unwrap()
+            .as_str(),
+        "2026-11-22T20:01:05Z",
+        "the full notice, though the window is under way"
+    );
+    // Halfway through the notice, no second lease is told.
+    assert!(plan(&v, at + Duration::seconds(30), &settings()).is_empty());
 }

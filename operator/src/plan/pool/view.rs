@@ -60,6 +60,29 @@ pub struct PoolView {
     pub held_back: BTreeSet<String>,
     /// Whether the ledger takes the facts the pool's leases make.
     pub ledger: Ledger,
+    /// Whether tenant pods are confined: without it no lease is admitted.
+    pub confinement: Confinement,
+}
+
+/// Whether the objects that confine tenant pods are in place (see `admission::guard`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Confinement {
+    InPlace,
+    /// Since when something is missing or changed, and what.
+    Broken {
+        since: DateTime<Utc>,
+        message: String,
+    },
+}
+
+impl Confinement {
+    /// What is missing, when something is.
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            Confinement::InPlace => None,
+            Confinement::Broken { message, .. } => Some(message),
+        }
+    }
 }
 
 /// The ledger as the pool's Metered condition says.
