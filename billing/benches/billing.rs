@@ -1,5 +1,6 @@
-//! Bills for 10,000 leases from 1,000,000 facts, and fact ingestion into each ledger
-//! backend. `cargo bench -p offpeak-billing`.
+//! Bills for 10,000 leases from 1,000,000 facts, fact ingestion into each ledger backend,
+//! and the ledger's part of refreshing 1,000 tenants' open bills.
+//! `cargo bench -p offpeak-billing [-- GROUP]`.
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/support/mod.rs"]
@@ -155,6 +156,32 @@ async fn ingest(ledger: Ledger, facts: &[Fact]) -> Duration {
     elapsed
 }
 
+/// An SQLite ledger at `path` and one in a fresh PostgreSQL database, each holding `facts`.
+fn filled(
+    runtime: &tokio::runtime::Runtime,
+    path: &std::path::Path,
+    postgres: &TempPostgres,
+    facts: &[Fact],
+) -> (Ledger, Ledger) {
+    let sqlite = runtime
+        .block_on(Ledger::open_sqlite(path, BillingCycle::Monthly))
+        .unwrap();
+    let pg = runtime
+        .block_on(Ledger::open(
+            &postgres.fresh_database().expect("a fresh database"),
+            BillingCycle::Monthly,
+        ))
+        .unwrap();
+    for ledger in [&sqlite, &pg] {
+        runtime.block_on(async {
+            for batch in facts.chunks(INGEST_BATCH) {
+                ledger.append(batch).await.unwrap();
+            }
+        });
+    }
+    (sqlite, pg)
+}
+
 fn ledgers(c: &mut Criterion) {
     let facts = ingest_workload();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -206,30 +233,7 @@ fn ledgers(c: &mut Criterion) {
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(10));
-    let sqlite = runtime
-        .block_on(Ledger::open_sqlite(
-            &dir.path().join("bill.db"),
-            BillingCycle::Monthly,
-        ))
-        .unwrap();
-    runtime.block_on(ingest(sqlite.clone(), &facts));
-    let sqlite = runtime
-        .block_on(Ledger::open_sqlite(
-            &dir.path().join("bill.db"),
-            BillingCycle::Monthly,
-        ))
-        .unwrap();
-    let pg = runtime
-        .block_on(Ledger::open(
-            &postgres.fresh_database().expect("a fresh database"),
-            BillingCycle::Monthly,
-        ))
-        .unwrap();
-    runtime.block_on(async {
-        for batch in facts.chunks(INGEST_BATCH) {
-            pg.append(batch).await.unwrap();
-        }
-    });
+    let (sqlite, pg) = filled(&runtime, &dir.path().join("bill.db"), &postgres, &facts);
     let p = november();
     for (name, ledger) in [("sqlite", &sqlite), ("postgres", &pg)] {
         group.bench_function(name, |b| {
@@ -247,5 +251,81 @@ fn ledgers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, in_memory, ledgers);
+const REFRESH_TENANTS: usize = 1_000;
+
+/// 1,000 tenants with two leases each over November (admission, two capacity changes,
+/// end): 8,001 facts.
+fn tenants_workload() -> Vec<Fact> {
+    let mut facts = vec![card_fact(card("1", "2026-01-01T00:00:00Z"))];
+    let origin = t("2026-11-01T00:00:00Z");
+    for i in 0..REFRESH_TENANTS * 2 {
+        let tenant = format!("tenant-{}", i % REFRESH_TENANTS);
+        let lease = format!("{tenant}/lease-{i}");
+        let start = origin + Span::seconds((i as i64 * 977) % (25 * 86_400));
+        facts.push(admit(
+            &lease,
+            &tenant,
+            LeaseClass::Reserved,
+            &start.to_rfc3339(),
+        ));
+        for j in 0..2 {
+            let cpu = Decimal::from(2 + j);
+            facts.push(bind_at(
+                &lease,
+                start + Span::seconds(3_600 * j),
+                cpu,
+                cpu * Decimal::from(4),
+                Decimal::ZERO,
+            ));
+        }
+        facts.push(end_at(&lease, start + Span::hours(8), EndReason::Expired));
+    }
+    facts
+}
+
+/// What the operator's bill refresh does for the ledger at 1,000 tenants: list them and
+/// compute (and store) each one's open bill; beside it, one tenant's bill alone, measured
+/// in the same run (the refresh is linear if it takes 1,000 times that).
+fn refresh(c: &mut Criterion) {
+    let facts = tenants_workload();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let postgres = TempPostgres::start().expect("a PostgreSQL server");
+    let (sqlite, pg) = filled(&runtime, &dir.path().join("tenants.db"), &postgres, &facts);
+    let p = november();
+    let mut group = c.benchmark_group("refresh_1000_tenants");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
+    for (name, ledger) in [("sqlite", &sqlite), ("postgres", &pg)] {
+        group.bench_function(format!("{name}/every_tenant"), |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let tenants = ledger.tenants().await.unwrap();
+                    assert_eq!(tenants.len(), REFRESH_TENANTS);
+                    for tenant in &tenants {
+                        black_box(ledger.bill(tenant, &p, p.end).await.unwrap().lines.len());
+                    }
+                })
+            })
+        });
+        group.bench_function(format!("{name}/one_tenant"), |b| {
+            b.iter(|| {
+                black_box(
+                    runtime
+                        .block_on(ledger.bill("tenant-7", &p, p.end))
+                        .unwrap()
+                        .lines
+                        .len(),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, in_memory, ledgers, refresh);
 criterion_main!(benches);

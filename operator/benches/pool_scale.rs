@@ -3,7 +3,8 @@
 //! process (release build, as `offpeak run`), so its RSS and CPU seconds are its own.
 //!
 //! Reported per size: leases/s and create → Active p50/p99; the operator's writes per
-//! minute once steady (from the API server's audit log), its RSS and CPU seconds; and the
+//! minute once steady and all its requests by verb (from the API server's audit log), pool
+//! passes per lease, its RSS and CPU seconds; and the
 //! API server's floor for the same writes, measured in the same run by a plain kube client
 //! with the same concurrency once the operator is stopped (N creates, N node patches, N
 //! status patches). Where the pool pass spent its time comes from the operator's own
@@ -35,9 +36,11 @@ omitStages: ["RequestReceived"]
 rules:
 - level: Metadata
   users: ["offpeak-operator"]
-  verbs: ["create", "update", "patch", "delete", "deletecollection"]
 - level: None
 "#;
+
+/// The verbs that write.
+const WRITES: [&str; 5] = ["create", "update", "patch", "delete", "deletecollection"];
 
 struct Args {
     sizes: Vec<usize>,
@@ -87,6 +90,10 @@ struct Row {
     floor_per_second: f64,
     ratio: f64,
     steady_writes_per_minute: f64,
+    /// Requests a minute once steady, by verb: "get 0 list 1 patch 2 watch 3".
+    steady_requests: String,
+    /// Pool passes per lease during the burst.
+    reconciles_per_lease: f64,
     rss_steady_mib: f64,
     rss_peak_mib: f64,
     cpu_burst_seconds: f64,
@@ -183,22 +190,31 @@ fn quantile(samples: &mut [f64], q: f64) -> f64 {
 }
 
 /// The operator's writes logged from `from` on.
-fn audit_writes(
+/// The operator's requests since `from`, by verb, from the API server's audit log (each
+/// request once: at its completion; a watch still open is counted at its start).
+fn audit_requests(
     plane: &ControlPlane,
     from: chrono::DateTime<chrono::Utc>,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<std::collections::BTreeMap<String, usize>> {
     let log = std::fs::read_to_string(plane.audit_log())?;
-    let mut count = 0;
+    let mut by_verb = std::collections::BTreeMap::new();
     for line in log.lines() {
         let entry: serde_json::Value = serde_json::from_str(line)?;
         let at = chrono::DateTime::parse_from_rfc3339(
             entry["stageTimestamp"].as_str().unwrap_or_default(),
         )?;
-        if entry["user"]["username"] == OPERATOR_USER && at >= from {
-            count += 1;
+        let counted = match entry["stage"].as_str() {
+            Some("ResponseComplete" | "Panic") => entry["verb"] != "watch",
+            Some("ResponseStarted") => entry["verb"] == "watch",
+            _ => false,
+        };
+        if counted && entry["user"]["username"] == OPERATOR_USER && at >= from {
+            *by_verb
+                .entry(entry["verb"].as_str().unwrap_or_default().to_string())
+                .or_insert(0) += 1;
         }
     }
-    Ok(count)
+    Ok(by_verb)
 }
 
 async fn run_size(n: usize, args: &Args) -> anyhow::Result<Row> {
@@ -335,7 +351,18 @@ async fn run_size(n: usize, args: &Args) -> anyhow::Result<Row> {
     let (cpu_steady_start, _, _) = operator.usage()?;
     let from = chrono::Utc::now();
     tokio::time::sleep(args.steady).await;
-    let steady_writes = audit_writes(&plane, from)?;
+    let steady = audit_requests(&plane, from)?;
+    let steady_writes: usize = steady
+        .iter()
+        .filter(|(verb, _)| WRITES.contains(&verb.as_str()))
+        .map(|(_, count)| count)
+        .sum();
+    let per_minute = 60.0 / args.steady.as_secs_f64();
+    let steady_requests = steady
+        .iter()
+        .map(|(verb, count)| format!("{verb} {:.0}", *count as f64 * per_minute))
+        .collect::<Vec<_>>()
+        .join(" ");
     let (cpu_steady_end, rss, peak) = operator.usage()?;
     drop(operator);
 
@@ -420,6 +447,7 @@ async fn run_size(n: usize, args: &Args) -> anyhow::Result<Row> {
             &format!("phase=\"{phase}\""),
         )
     };
+    let passes = counter(&metrics, "offpeak_reconciles_total{controller=\"pool\"}");
     Ok(Row {
         nodes: n,
         operator_seconds,
@@ -429,12 +457,14 @@ async fn run_size(n: usize, args: &Args) -> anyhow::Result<Row> {
         floor_seconds,
         floor_per_second: n as f64 / floor_seconds,
         ratio: operator_seconds / floor_seconds,
-        steady_writes_per_minute: steady_writes as f64 * 60.0 / args.steady.as_secs_f64(),
+        steady_writes_per_minute: steady_writes as f64 * per_minute,
+        steady_requests,
+        reconciles_per_lease: passes as f64 / n as f64,
         rss_steady_mib: rss,
         rss_peak_mib: peak,
         cpu_burst_seconds: cpu_after - cpu_before,
         cpu_steady_seconds: cpu_steady_end - cpu_steady_start,
-        passes: counter(&metrics, "offpeak_reconciles_total{controller=\"pool\"}"),
+        passes,
         observe_seconds: pass("observe"),
         plan_seconds: pass("plan"),
         apply_seconds: pass("apply"),
@@ -442,11 +472,11 @@ async fn run_size(n: usize, args: &Args) -> anyhow::Result<Row> {
     })
 }
 
-const HEADER: &str = "nodes,operator_s,leases_per_s,p50_s,p99_s,floor_s,floor_leases_per_s,ratio_to_floor,steady_writes_per_min,rss_steady_mib,rss_peak_mib,cpu_burst_s,cpu_steady_s,pool_passes,observe_s,plan_s,apply_s,catch_up_s";
+const HEADER: &str = "nodes,operator_s,leases_per_s,p50_s,p99_s,floor_s,floor_leases_per_s,ratio_to_floor,steady_writes_per_min,steady_requests_per_min_by_verb,rss_steady_mib,rss_peak_mib,cpu_burst_s,cpu_steady_s,pool_passes,pool_passes_per_lease,observe_s,plan_s,apply_s,catch_up_s";
 
 fn csv(row: &Row) -> String {
     format!(
-        "{},{:.2},{:.1},{:.3},{:.3},{:.2},{:.1},{:.2},{:.1},{:.1},{:.1},{:.2},{:.2},{},{:.3},{:.3},{:.2},{:.2}",
+        "{},{:.2},{:.1},{:.3},{:.3},{:.2},{:.1},{:.2},{:.1},{},{:.1},{:.1},{:.2},{:.2},{},{:.3},{:.3},{:.3},{:.2},{:.2}",
         row.nodes,
         row.operator_seconds,
         row.leases_per_second,
@@ -456,11 +486,13 @@ fn csv(row: &Row) -> String {
         row.floor_per_second,
         row.ratio,
         row.steady_writes_per_minute,
+        row.steady_requests,
         row.rss_steady_mib,
         row.rss_peak_mib,
         row.cpu_burst_seconds,
         row.cpu_steady_seconds,
         row.passes,
+        row.reconciles_per_lease,
         row.observe_seconds,
         row.plan_seconds,
         row.apply_seconds,
@@ -502,17 +534,21 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "\nWhere the pool passes spent their time (operator's own histogram, seconds in all):"
     );
-    println!("| nodes | passes | observe | plan | apply | wait for caches |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| nodes | passes | passes per lease | observe | plan | apply | wait for caches | steady requests/min by verb |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {} | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
             r.nodes,
             r.passes,
+            r.reconciles_per_lease,
             r.observe_seconds,
             r.plan_seconds,
             r.apply_seconds,
-            r.catch_up_seconds
+            r.catch_up_seconds,
+            r.steady_requests
         );
     }
     if let Some(dir) = args.out.parent() {
