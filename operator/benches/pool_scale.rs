@@ -8,9 +8,12 @@
 //! API server's floor for the same writes, measured in the same run by a plain kube client
 //! with the same concurrency once the operator is stopped (N creates, N node patches, N
 //! status patches). Where the pool pass spent its time comes from the operator's own
-//! `offpeak_pool_pass_seconds` histogram.
+//! `offpeak_pool_pass_seconds` histogram. The ledger's part: the facts the operator
+//! appended during the burst, per second of the burst and per second spent appending,
+//! beside the ledger alone taking the same facts in as many appends (a fresh ledger of the
+//! same kind, after the operator stopped).
 //!
-//!     cargo bench -p offpeak --bench pool_scale [-- SIZES... [--concurrency C] [--steady S] [--out FILE]]
+//!     cargo bench -p offpeak --bench pool_scale [-- SIZES... [--concurrency C] [--steady S] [--ledger sqlite|postgres] [--out FILE]]
 //!
 //! Sizes default to 500 1000 2000; the table is printed and saved as CSV (default
 //! `target/pool_scale.csv`).
@@ -27,7 +30,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use offpeak::local::{OPERATOR_USER, OperatorProcess};
 use offpeak_api::{CapacityLease, LeasePhase};
-use offpeak_testenv::{ControlPlane, Options};
+use offpeak_testenv::{ControlPlane, Options, TempPostgres};
 use serde_json::json;
 
 const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
@@ -46,6 +49,8 @@ struct Args {
     sizes: Vec<usize>,
     concurrency: usize,
     steady: Duration,
+    /// A PostgreSQL ledger (a throwaway server) instead of SQLite.
+    postgres: bool,
     out: PathBuf,
 }
 
@@ -54,6 +59,7 @@ fn args() -> anyhow::Result<Args> {
         sizes: Vec::new(),
         concurrency: 32,
         steady: Duration::from_secs(60),
+        postgres: false,
         out: PathBuf::from(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../target/pool_scale.csv"
@@ -65,6 +71,11 @@ fn args() -> anyhow::Result<Args> {
             "--concurrency" => args.concurrency = it.next().unwrap_or_default().parse()?,
             "--steady" => args.steady = Duration::from_secs(it.next().unwrap_or_default().parse()?),
             "--out" => args.out = PathBuf::from(it.next().unwrap_or_default()),
+            "--ledger" => match it.next().as_deref() {
+                Some("sqlite") => args.postgres = false,
+                Some("postgres") => args.postgres = true,
+                other => anyhow::bail!("--ledger takes sqlite or postgres, not {other:?}"),
+            },
             "--bench" => {}
             size => {
                 if let Ok(n) = size.parse() {
@@ -103,6 +114,15 @@ struct Row {
     plan_seconds: f64,
     apply_seconds: f64,
     catch_up_seconds: f64,
+    /// "sqlite" or "postgres".
+    ledger: &'static str,
+    facts: u64,
+    appends: u64,
+    /// Facts per second of the burst, and per second the operator spent appending.
+    facts_per_burst_second: f64,
+    facts_per_append_second: f64,
+    /// The ledger alone: the same facts in as many appends.
+    floor_facts_per_second: f64,
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> anyhow::Result<T> {
@@ -217,7 +237,34 @@ fn audit_requests(
     Ok(by_verb)
 }
 
-async fn run_size(n: usize, args: &Args) -> anyhow::Result<Row> {
+/// The facts in the ledger at `url`, and how long a fresh ledger at `fresh` takes them in
+/// `appends` appends.
+async fn ledger_floor(url: &str, fresh: &str, appends: u64) -> anyhow::Result<(usize, f64)> {
+    use offpeak_billing::ledger::Ledger;
+    use offpeak_billing::period::BillingCycle;
+    let ledger = Ledger::open(url, BillingCycle::Monthly).await?;
+    let mut facts = Vec::new();
+    for tenant in ledger.tenants().await? {
+        facts.extend(ledger.facts_for_tenant(&tenant).await?.iter().cloned());
+    }
+    ledger.close().await;
+    let floor = Ledger::open(fresh, BillingCycle::Monthly).await?;
+    let per_append = facts.len().div_ceil(appends.max(1) as usize).max(1);
+    let started = Instant::now();
+    for batch in facts.chunks(per_append) {
+        floor.append(batch).await?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        floor.fact_count().await? as usize == facts.len(),
+        "the floor's ledger holds other than the {} facts appended",
+        facts.len()
+    );
+    floor.close().await;
+    Ok((facts.len(), seconds))
+}
+
+async fn run_size(n: usize, args: &Args, postgres: Option<&TempPostgres>) -> anyhow::Result<Row> {
     let concurrency = args.concurrency;
     eprintln!("pool_scale: N={n}: starting a control plane and {n} kwok nodes");
     let plane = ControlPlane::start_with(Options {
@@ -228,11 +275,22 @@ async fn run_size(n: usize, args: &Args) -> anyhow::Result<Row> {
     plane.install_crds(&offpeak_api::crds()).await?;
     let admin = plane.client().await?;
     nodes(&admin, n, concurrency).await?;
+    let (ledger_url, floor_url) = match postgres {
+        Some(server) => (server.fresh_database()?, server.fresh_database()?),
+        None => (
+            format!("sqlite://{}/ledger.db?mode=rwc", plane.dir().display()),
+            format!(
+                "sqlite://{}/floor-ledger.db?mode=rwc",
+                plane.dir().display()
+            ),
+        ),
+    };
+    let ledger_arg = format!("--ledger={ledger_url}");
     let operator = OperatorProcess::start(
         &plane,
         env!("CARGO_BIN_EXE_offpeak").as_ref(),
         plane.dir(),
-        &[],
+        &[ledger_arg.as_str()],
     )?;
     operator.ready().await?;
     eprintln!("pool_scale: N={n}: operator ready; booking the pool, rate card and tenant");
@@ -448,6 +506,20 @@ async fn run_size(n: usize, args: &Args) -> anyhow::Result<Row> {
         )
     };
     let passes = counter(&metrics, "offpeak_reconciles_total{controller=\"pool\"}");
+    let facts = counter(&metrics, "offpeak_facts_written_total");
+    let appends = counter(&metrics, "offpeak_ledger_write_seconds_count");
+    let append_seconds = metrics
+        .lines()
+        .find(|l| l.starts_with("offpeak_ledger_write_seconds_sum"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    eprintln!("pool_scale: N={n}: the ledger alone taking the same {facts} facts");
+    let (in_ledger, floor_ledger_seconds) = ledger_floor(&ledger_url, &floor_url, appends).await?;
+    anyhow::ensure!(
+        in_ledger as u64 >= facts,
+        "the operator counted {facts} facts written, its ledger holds {in_ledger}"
+    );
     Ok(Row {
         nodes: n,
         operator_seconds,
@@ -469,14 +541,24 @@ async fn run_size(n: usize, args: &Args) -> anyhow::Result<Row> {
         plan_seconds: pass("plan"),
         apply_seconds: pass("apply"),
         catch_up_seconds: pass("catch_up"),
+        ledger: if postgres.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        },
+        facts,
+        appends,
+        facts_per_burst_second: facts as f64 / operator_seconds,
+        facts_per_append_second: facts as f64 / append_seconds.max(1e-9),
+        floor_facts_per_second: in_ledger as f64 / floor_ledger_seconds.max(1e-9),
     })
 }
 
-const HEADER: &str = "nodes,operator_s,leases_per_s,p50_s,p99_s,floor_s,floor_leases_per_s,ratio_to_floor,steady_writes_per_min,steady_requests_per_min_by_verb,rss_steady_mib,rss_peak_mib,cpu_burst_s,cpu_steady_s,pool_passes,pool_passes_per_lease,observe_s,plan_s,apply_s,catch_up_s";
+const HEADER: &str = "nodes,operator_s,leases_per_s,p50_s,p99_s,floor_s,floor_leases_per_s,ratio_to_floor,steady_writes_per_min,steady_requests_per_min_by_verb,rss_steady_mib,rss_peak_mib,cpu_burst_s,cpu_steady_s,pool_passes,pool_passes_per_lease,observe_s,plan_s,apply_s,catch_up_s,ledger,facts,appends,facts_per_burst_s,facts_per_append_s,floor_facts_per_s";
 
 fn csv(row: &Row) -> String {
     format!(
-        "{},{:.2},{:.1},{:.3},{:.3},{:.2},{:.1},{:.2},{:.1},{},{:.1},{:.1},{:.2},{:.2},{},{:.3},{:.3},{:.3},{:.2},{:.2}",
+        "{},{:.2},{:.1},{:.3},{:.3},{:.2},{:.1},{:.2},{:.1},{},{:.1},{:.1},{:.2},{:.2},{},{:.3},{:.3},{:.3},{:.2},{:.2},{},{},{},{:.1},{:.1},{:.1}",
         row.nodes,
         row.operator_seconds,
         row.leases_per_second,
@@ -496,16 +578,27 @@ fn csv(row: &Row) -> String {
         row.observe_seconds,
         row.plan_seconds,
         row.apply_seconds,
-        row.catch_up_seconds
+        row.catch_up_seconds,
+        row.ledger,
+        row.facts,
+        row.appends,
+        row.facts_per_burst_second,
+        row.facts_per_append_second,
+        row.floor_facts_per_second
     )
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = args()?;
+    let postgres = if args.postgres {
+        Some(TempPostgres::start()?)
+    } else {
+        None
+    };
     let mut rows = Vec::new();
     for &n in &args.sizes {
-        let row = run_size(n, &args).await?;
+        let row = run_size(n, &args, postgres.as_ref()).await?;
         eprintln!("pool_scale: {}", csv(&row));
         rows.push(row);
     }
@@ -549,6 +642,24 @@ async fn main() -> anyhow::Result<()> {
             r.apply_seconds,
             r.catch_up_seconds,
             r.steady_requests
+        );
+    }
+    println!("\nThe ledger's part of the burst (facts the operator appended):");
+    println!(
+        "| nodes | ledger | facts | appends | facts/s of the burst | facts/s appending | ledger alone, same facts and appends: facts/s | ratio to floor |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.2}× |",
+            r.nodes,
+            r.ledger,
+            r.facts,
+            r.appends,
+            r.facts_per_burst_second,
+            r.facts_per_append_second,
+            r.floor_facts_per_second,
+            r.floor_facts_per_second / r.facts_per_append_second.max(1e-9)
         );
     }
     if let Some(dir) = args.out.parent() {

@@ -2,8 +2,13 @@
 //! given notice at once by a peak reservation window; how long after the deadline each node
 //! is back for internal pods (no tenant label or taint left), and how long until the
 //! internal pods waiting for the pool run there. The operator runs as its own release
-//! process; the baseline measured in the same run is the scheduler and kwok alone: the
-//! internal Deployment's pods on free nodes of the same size.
+//! process. Two floors are measured in the same run: the scheduler and kwok alone (the
+//! internal Deployment's pods on free nodes of the same size), and the API server alone
+//! doing a node's way back for a plain client once the operator is stopped: for each of K
+//! nodes at once (as many at a time as the operator writes), one write standing for the
+//! lease's Ended status, one for the node's labels off, its pod deleted, the pod seen
+//! gone, one for the node's taints off (each a real change to the node; the operator's
+//! Events are not in the floor).
 //!
 //!     cargo bench -p offpeak --bench reclaim_delay [-- K... [--notice SECONDS] [--out FILE]]
 //!
@@ -38,6 +43,9 @@ struct Row {
     internal_running_p50: f64,
     internal_running_max: f64,
     baseline_running: f64,
+    /// The API server alone: K nodes' way back (p50, max).
+    floor_back_p50: f64,
+    floor_back_max: f64,
     /// How much later than the window's start the last deadline was (notices given late,
     /// each still in full).
     deadlines_after_start: f64,
@@ -305,6 +313,7 @@ async fn run(k: usize, notice: u64) -> anyhow::Result<Row> {
             .collect(),
     );
     operator.kill();
+    let (floor_back_p50, _, floor_back_max) = quantiles(write_floor(&admin, k).await?);
     Ok(Row {
         leases: k,
         node_back_p50,
@@ -313,8 +322,98 @@ async fn run(k: usize, notice: u64) -> anyhow::Result<Row> {
         internal_running_p50,
         internal_running_max,
         baseline_running: baseline,
+        floor_back_p50,
+        floor_back_max,
         deadlines_after_start: late,
     })
+}
+
+/// The writes of K nodes' way back, by a plain client on the baseline's nodes and pods:
+/// seconds from the start to each node's last write.
+async fn write_floor(admin: &Client, k: usize) -> anyhow::Result<Vec<f64>> {
+    const CONCURRENCY: usize = 32; // the operator's default --write-concurrency
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "internal");
+    let nodes: Api<Node> = Api::all(admin.clone());
+    let on_node: Vec<(String, String)> = pods
+        .list(&ListParams::default().labels("app=baseline"))
+        .await?
+        .items
+        .iter()
+        .filter_map(|p| Some((p.spec.as_ref()?.node_name.clone()?, p.name_any())))
+        .collect();
+    anyhow::ensure!(
+        on_node.len() == k,
+        "{} baseline pods on nodes, {k} wanted",
+        on_node.len()
+    );
+    let gone: Arc<Mutex<HashMap<String, DateTime<Utc>>>> = Arc::default();
+    {
+        let (gone, pods) = (gone.clone(), pods.clone());
+        let config = watcher::Config::default().labels("app=baseline");
+        tokio::spawn(async move {
+            watcher::watcher(pods, config)
+                .for_each(|event| {
+                    if let Ok(Event::Delete(p)) = event
+                        && let Ok(mut gone) = gone.lock()
+                    {
+                        gone.insert(p.name_any(), Utc::now());
+                    }
+                    futures::future::ready(())
+                })
+                .await;
+        });
+    }
+    eprintln!("reclaim_delay: K={k}: the API server's floor for {k} nodes' way back");
+    let started = Utc::now();
+    let patch = |node: String, body: serde_json::Value| {
+        let nodes = nodes.clone();
+        async move {
+            nodes
+                .patch(
+                    &node,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(body),
+                )
+                .await
+                .map(|_| ())
+        }
+    };
+    let times: Vec<anyhow::Result<f64>> = futures::stream::iter(on_node)
+        .map(|(node, pod)| {
+            let (pods, gone, patch) = (pods.clone(), gone.clone(), &patch);
+            async move {
+                patch(
+                    node.clone(),
+                    json!({"metadata": {"annotations": {"offpeak.dev/floor": "ended"}}}),
+                )
+                .await?;
+                patch(
+                    node.clone(),
+                    json!({"metadata": {"annotations": {"offpeak.dev/floor-labels": "off"}}}),
+                )
+                .await?;
+                pods.delete(&pod, &kube::api::DeleteParams::default().grace_period(0))
+                    .await?;
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+                while !gone.lock().is_ok_and(|g| g.contains_key(&pod)) {
+                    anyhow::ensure!(
+                        tokio::time::Instant::now() < deadline,
+                        "pod {pod} never went"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                patch(
+                    node,
+                    json!({"metadata": {"annotations": {"offpeak.dev/floor": "back"}}}),
+                )
+                .await?;
+                Ok(seconds(started, Utc::now()))
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    times.into_iter().collect()
 }
 
 #[tokio::main]
@@ -341,30 +440,37 @@ async fn main() -> anyhow::Result<()> {
         rows.push(run(k, notice).await?);
     }
     println!(
-        "\n| leases reclaimed at once | deadline → node back p50 / p99 / max | deadline → internal pods Running p50 / max | baseline: internal pods Running on free nodes (max) | last deadline after the window's start |"
+        "\n| leases reclaimed at once | deadline → node back p50 / p99 / max | floor: API server alone, way back p50 / max | max ratio to floor | deadline → internal pods Running p50 / max | baseline: internal pods Running on free nodes (max) | last deadline after the window's start |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     let mut csv = String::from(
-        "leases,node_back_p50_s,node_back_p99_s,node_back_max_s,internal_running_p50_s,internal_running_max_s,baseline_running_max_s,deadlines_after_start_s\n",
+        "leases,node_back_p50_s,node_back_p99_s,node_back_max_s,floor_back_p50_s,floor_back_max_s,ratio_to_floor,internal_running_p50_s,internal_running_max_s,baseline_running_max_s,deadlines_after_start_s\n",
     );
     for r in &rows {
+        let ratio = r.node_back_max / r.floor_back_max.max(0.001);
         println!(
-            "| {} | {:.2} s / {:.2} s / {:.2} s | {:.2} s / {:.2} s | {:.2} s | {:.0} s |",
+            "| {} | {:.2} s / {:.2} s / {:.2} s | {:.2} s / {:.2} s | {:.2}x | {:.2} s / {:.2} s | {:.2} s | {:.0} s |",
             r.leases,
             r.node_back_p50,
             r.node_back_p99,
             r.node_back_max,
+            r.floor_back_p50,
+            r.floor_back_max,
+            ratio,
             r.internal_running_p50,
             r.internal_running_max,
             r.baseline_running,
             r.deadlines_after_start
         );
         csv.push_str(&format!(
-            "{},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.0}\n",
+            "{},{:.3},{:.3},{:.3},{:.3},{:.3},{:.2},{:.3},{:.3},{:.3},{:.0}\n",
             r.leases,
             r.node_back_p50,
             r.node_back_p99,
             r.node_back_max,
+            r.floor_back_p50,
+            r.floor_back_max,
+            ratio,
             r.internal_running_p50,
             r.internal_running_max,
             r.baseline_running,

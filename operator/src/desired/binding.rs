@@ -47,7 +47,7 @@ pub fn marks(node: &Node) -> NodeMarks {
     let taints = node
         .spec
         .as_ref()
-        .and_then(|s| s.taints.clone())
+        .and_then(|s| s.taints.as_deref())
         .unwrap_or_default();
     NodeMarks {
         lease: label(LEASE),

@@ -141,8 +141,9 @@ impl Meter {
 
     /// The facts of every object that changed since it was last settled.
     fn derive(&self, ctx: &Context) -> Vec<Subject> {
-        let settled = self.settled.read().map(|s| s.clone()).unwrap_or_default();
-        let recorded = self.recorded.read().map(|r| r.clone()).unwrap_or_default();
+        // Read in place: a copy of every key recorded, each pass, grows with the cluster.
+        let settled = self.settled.read().unwrap_or_else(|e| e.into_inner());
+        let recorded = self.recorded.read().unwrap_or_else(|e| e.into_inner());
         let unsettled = |id: &str, version: &Option<String>| settled.get(id) != Some(version);
         let mut subjects = Vec::new();
         let mut keep = |kind: &'static str,

@@ -76,7 +76,8 @@ pub struct PoolSnapshot {
     /// Every node the pool selects, and their allocatable sum.
     pub nodes_total: usize,
     pub capacity: Resources,
-    /// Free nodes that may be lent now (idle long enough, Ready, not cordoned).
+    /// Free nodes that may be lent now (idle long enough, Ready, not cordoned), in name
+    /// order.
     pub free: Vec<Candidate>,
     /// Nodes lent to leases now.
     pub lent: usize,
@@ -194,6 +195,16 @@ impl PoolSnapshot {
 
 /// Decides one lease against the pool as it is now.
 pub fn decide(pool: &PoolSnapshot, lease: &LeaseRequest, now: DateTime<Utc>) -> Decision {
+    if pool.free.is_sorted_by(|a, b| a.name <= b.name) {
+        return decide_in_order(pool, lease, now);
+    }
+    let mut sorted = pool.clone();
+    sorted.free.sort_by(|a, b| a.name.cmp(&b.name));
+    decide_in_order(&sorted, lease, now)
+}
+
+/// [`decide`] with the pool's free nodes in name order.
+fn decide_in_order(pool: &PoolSnapshot, lease: &LeaseRequest, now: DateTime<Utc>) -> Decision {
     if let Some(reject) = never_fits(pool, lease) {
         return reject;
     }
@@ -206,8 +217,8 @@ pub fn decide(pool: &PoolSnapshot, lease: &LeaseRequest, now: DateTime<Utc>) -> 
             ),
         };
     }
-    let nodes = match node_choice::choose(&pool.free, &lease.ask) {
-        Ok(nodes) => nodes,
+    let chosen = match node_choice::choose_sorted(&pool.free, &lease.ask) {
+        Ok(chosen) => chosen,
         Err(shortfall) => {
             return Decision::Wait {
                 reason: Reason::InsufficientCapacity,
@@ -219,15 +230,11 @@ pub fn decide(pool: &PoolSnapshot, lease: &LeaseRequest, now: DateTime<Utc>) -> 
             };
         }
     };
+    let nodes: Vec<String> = chosen.iter().map(|c| c.name.clone()).collect();
     if let (LeaseClass::Spot, Some(prices), Some(max)) =
         (lease.class, &pool.spot_prices, lease.max_price)
     {
-        let bound: Resources = pool
-            .free
-            .iter()
-            .filter(|c| nodes.contains(&c.name))
-            .map(|c| c.allocatable)
-            .sum();
+        let bound: Resources = chosen.iter().map(|c| c.allocatable).sum();
         let hourly = prices.hourly(&bound);
         if hourly > max {
             return Decision::Wait {
@@ -337,15 +344,16 @@ fn never_fits(pool: &PoolSnapshot, lease: &LeaseRequest) -> Option<Decision> {
         _ => {}
     }
     if lease.class == LeaseClass::Reserved {
-        // The fewest nodes any choice would take, judged against the whole pool.
-        let everything: Vec<Candidate> = pool.free.clone();
-        let needed = node_choice::choose(&everything, &lease.ask)
-            .map(|n| n.len())
-            .unwrap_or(1);
-        if let Some((window, limit, reservation)) = pool
-            .windows_in(lease.term)
-            .into_iter()
-            .find(|(_, limit, _)| needed > *limit)
+        let windows = pool.windows_in(lease.term);
+        // The fewest nodes any choice would take, judged against the whole pool (only
+        // worth knowing when a window falls in the term).
+        let needed = if windows.is_empty() {
+            0
+        } else {
+            node_choice::choose_sorted(&pool.free, &lease.ask).map_or(1, |n| n.len())
+        };
+        if let Some((window, limit, reservation)) =
+            windows.into_iter().find(|(_, limit, _)| needed > *limit)
         {
             return Some(Decision::Reject {
                 reason: Reason::PeakReservation,
@@ -440,6 +448,7 @@ pub fn admit_in_order(
     let mut order: Vec<&LeaseRequest> = pending.iter().collect();
     order.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.name.cmp(&b.name)));
     let mut pool = pool.clone();
+    pool.free.sort_by(|a, b| a.name.cmp(&b.name));
     let mut blocked_by: Option<&str> = None;
     let mut decisions = Vec::with_capacity(order.len());
     for lease in order {
@@ -456,11 +465,21 @@ pub fn admit_in_order(
             ));
             continue;
         }
-        let mut decision = decide(&pool, lease, now);
-        if let Decision::Admit { nodes } = &decision
+        let mut decision = decide_in_order(&pool, lease, now);
+        // Where the chosen nodes are among the free ones, and what they hold.
+        let mut chosen: Vec<usize> = match &decision {
+            Decision::Admit { nodes } => nodes
+                .iter()
+                .filter_map(|n| pool.free.binary_search_by(|c| c.name.as_str().cmp(n)).ok())
+                .collect(),
+            _ => Vec::new(),
+        };
+        chosen.sort_unstable();
+        let bound: Resources = chosen.iter().map(|&i| pool.free[i].allocatable).sum();
+        if let Decision::Admit { .. } = &decision
             && let Some(tenant) = tenants.get_mut(&lease.tenant)
         {
-            let worst_case = worst_case(&pool, lease, nodes);
+            let worst_case = worst_case(&pool, lease, &bound);
             match over_credit(tenant, worst_case) {
                 Some(message) => {
                     decision = Decision::Wait {
@@ -473,7 +492,9 @@ pub fn admit_in_order(
         }
         match &decision {
             Decision::Admit { nodes } => {
-                pool.free.retain(|c| !nodes.contains(&c.name));
+                for &i in chosen.iter().rev() {
+                    pool.free.remove(i);
+                }
                 pool.lent += nodes.len();
                 if lease.class == LeaseClass::Reserved {
                     pool.reserved.push(Holding {
@@ -499,22 +520,15 @@ pub fn admit_in_order(
     decisions
 }
 
-/// The most a lease served by `nodes` can cost over its term.
-fn worst_case(pool: &PoolSnapshot, lease: &LeaseRequest, nodes: &[String]) -> Decimal {
+/// The most a lease served by nodes holding `bound` can cost over its term.
+fn worst_case(pool: &PoolSnapshot, lease: &LeaseRequest, bound: &Resources) -> Decimal {
     let hours = lease.credit_hours;
     match (lease.class, lease.max_price) {
         (LeaseClass::Spot, Some(max)) => max * hours,
-        _ => {
-            let bound: Resources = pool
-                .free
-                .iter()
-                .filter(|c| nodes.contains(&c.name))
-                .map(|c| c.allocatable)
-                .sum();
-            pool.reserved_prices
-                .as_ref()
-                .map_or(Decimal::ZERO, |p| p.hourly(&bound) * hours)
-        }
+        _ => pool
+            .reserved_prices
+            .as_ref()
+            .map_or(Decimal::ZERO, |p| p.hourly(bound) * hours),
     }
 }
 

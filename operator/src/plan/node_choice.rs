@@ -61,8 +61,33 @@ impl std::fmt::Display for Shortfall {
 
 /// The chosen nodes' names, in a stable order.
 pub fn choose(candidates: &[Candidate], ask: &Ask) -> Result<Vec<String>, Shortfall> {
+    choose_nodes(candidates, ask).map(|nodes| nodes.into_iter().map(|c| c.name.clone()).collect())
+}
+
+/// The chosen nodes, in name order.
+pub fn choose_nodes<'c>(
+    candidates: &'c [Candidate],
+    ask: &Ask,
+) -> Result<Vec<&'c Candidate>, Shortfall> {
     let mut sorted: Vec<&Candidate> = candidates.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    choose_in_order(sorted, ask)
+}
+
+/// [`choose_nodes`] from candidates already in name order (admission sorts its free nodes
+/// once, not once per lease).
+pub fn choose_sorted<'c>(
+    candidates: &'c [Candidate],
+    ask: &Ask,
+) -> Result<Vec<&'c Candidate>, Shortfall> {
+    debug_assert!(candidates.is_sorted_by(|a, b| a.name <= b.name));
+    choose_in_order(candidates.iter().collect(), ask)
+}
+
+fn choose_in_order<'c>(
+    sorted: Vec<&'c Candidate>,
+    ask: &Ask,
+) -> Result<Vec<&'c Candidate>, Shortfall> {
     match ask {
         Ask::Nodes { class, count } => {
             let matching: Vec<&Candidate> = sorted
@@ -76,16 +101,16 @@ pub fn choose(candidates: &[Candidate], ask: &Ask) -> Result<Vec<String>, Shortf
                     wanted: *count,
                 });
             }
-            Ok(matching[..*count].iter().map(|c| c.name.clone()).collect())
+            Ok(matching[..*count].to_vec())
         }
         Ask::Resources(request) => choose_covering(&sorted, request),
     }
 }
 
-fn choose_covering(
-    candidates: &[&Candidate],
+fn choose_covering<'c>(
+    candidates: &[&'c Candidate],
     request: &Resources,
-) -> Result<Vec<String>, Shortfall> {
+) -> Result<Vec<&'c Candidate>, Shortfall> {
     let total: Resources = candidates.iter().map(|c| c.allocatable).sum();
     if !total.covers(request) {
         return Err(Shortfall::Resources(total.shortfall(request)));
@@ -98,20 +123,21 @@ fn choose_covering(
     let mut have = Resources::ZERO;
     while !have.covers(request) {
         let missing = have.shortfall(request);
-        let best = free
-            .iter()
-            .enumerate()
-            .max_by(|(_, a), (_, b)| {
-                gain(&a.allocatable, &missing, request)
-                    .total_cmp(&gain(&b.allocatable, &missing, request))
-                    // Smaller (less waste), then earlier name, wins a tie.
-                    .then_with(|| {
-                        size(&b.allocatable, request).total_cmp(&size(&a.allocatable, request))
-                    })
-                    .then_with(|| b.name.cmp(&a.name))
-            })
-            .map(|(i, _)| i);
-        let Some(index) = best else { break };
+        // The largest gain, then the smaller node (less waste); `free` is in name order, so
+        // keeping the first of equals gives a tie to the earlier name without comparing
+        // names (which, among a pool of equal nodes, would be every comparison).
+        let mut best: Option<(usize, f64, f64)> = None;
+        for (i, c) in free.iter().enumerate() {
+            let (g, z) = (
+                gain(&c.allocatable, &missing, request),
+                size(&c.allocatable, request),
+            );
+            let better = best.is_none_or(|(_, bg, bz)| g > bg || (g == bg && z < bz));
+            if better {
+                best = Some((i, g, z));
+            }
+        }
+        let Some((index, _, _)) = best else { break };
         let node = free.remove(index);
         have += node.allocatable;
         chosen.push(node);
@@ -124,28 +150,35 @@ fn choose_covering(
         if without.covers(request) {
             have = without;
             chosen.retain(|c| c.name != node.name);
-            free.push(node);
+            // Back in its place, so `free` stays in name order.
+            let at = free.partition_point(|c| c.name < node.name);
+            free.insert(at, node);
         }
     }
     // Swap the last node for the smallest free one that still completes the cover.
     if let Some(last) = chosen.pop() {
         let rest = have - last.allocatable;
-        let replacement = free
+        // The smallest, then the earliest name: `free` is in name order, as above.
+        let mut best = (last, size(&last.allocatable, request));
+        let mut first_free: Option<(&Candidate, f64)> = None;
+        for &c in free
             .iter()
-            .copied()
-            .chain(std::iter::once(last))
             .filter(|c| (rest + c.allocatable).covers(request))
-            .min_by(|a, b| {
-                size(&a.allocatable, request)
-                    .total_cmp(&size(&b.allocatable, request))
-                    .then_with(|| a.name.cmp(&b.name))
-            })
-            .unwrap_or(last);
-        chosen.push(replacement);
+        {
+            let z = size(&c.allocatable, request);
+            if first_free.is_none_or(|(_, bz)| z < bz) {
+                first_free = Some((c, z));
+            }
+        }
+        if let Some((c, z)) = first_free
+            && (z < best.1 || (z == best.1 && c.name < best.0.name))
+        {
+            best = (c, z);
+        }
+        chosen.push(best.0);
     }
-    let mut names: Vec<String> = chosen.into_iter().map(|c| c.name.clone()).collect();
-    names.sort();
-    Ok(names)
+    chosen.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(chosen)
 }
 
 /// The share of the still-missing amount a node would cover, summed over dimensions.

@@ -32,9 +32,8 @@ pub fn view(ctx: &Context, pool: &CapacityPool, now: DateTime<Utc>) -> PoolView 
         .filter(|l| l.spec.pool.as_str() == name)
         .filter_map(|l| l.uid())
         .collect();
-    let mut nodes: Vec<NodeView> = stores
-        .nodes
-        .state()
+    let all_nodes = stores.nodes.state();
+    let mut nodes: Vec<NodeView> = all_nodes
         .iter()
         .filter_map(|n| {
             let in_pool =
@@ -109,6 +108,10 @@ pub fn view(ctx: &Context, pool: &CapacityPool, now: DateTime<Utc>) -> PoolView 
         .filter_map(|r| r.reservation.clone().ok())
         .collect();
     // Internal pods waiting for a node they could have in this pool.
+    let pool_nodes: Vec<_> = all_nodes
+        .iter()
+        .filter(|n| observe::labels_match(n.metadata.labels.as_ref(), &pool.spec.node_selector))
+        .collect();
     let pending = stores
         .pods
         .unscheduled()
@@ -118,10 +121,9 @@ pub fn view(ctx: &Context, pool: &CapacityPool, now: DateTime<Utc>) -> PoolView 
                 && stores.tenant_of_namespace(&p.namespace).is_none()
         })
         .filter(|p| {
-            stores.nodes.state().iter().any(|n| {
-                observe::labels_match(n.metadata.labels.as_ref(), &pool.spec.node_selector)
-                    && observe::labels_match(n.metadata.labels.as_ref(), &p.node_selector)
-            })
+            pool_nodes
+                .iter()
+                .any(|n| observe::labels_match(n.metadata.labels.as_ref(), &p.node_selector))
         })
         .map(|p| PendingPod {
             namespace: p.namespace,

@@ -23,12 +23,13 @@ mod reclaim;
 mod status;
 pub mod view;
 
-#[cfg(test)]
-mod simulate;
+/// Plans applied in memory: for the tests and the plan bench.
+#[doc(hidden)]
+pub mod simulate;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Datelike, Duration, Utc};
 use offpeak_api::{
@@ -219,6 +220,8 @@ struct Pass<'a> {
     /// The pool's spec, or lending off when it cannot be read.
     pool: PoolSettings,
     roles: BTreeMap<&'a str, Role>,
+    /// The view's nodes by name (leases name their nodes; a scan per name grows as N²).
+    by_name: HashMap<&'a str, &'a NodeView>,
     /// Marks each node will carry once the plan is applied.
     marks_after: BTreeMap<&'a str, NodeMarks>,
     leases: BTreeMap<&'a str, LeasePlan>,
@@ -251,6 +254,7 @@ impl<'a> Pass<'a> {
             settings,
             pool,
             roles: BTreeMap::new(),
+            by_name: view.nodes.iter().map(|n| (n.name.as_str(), n)).collect(),
             marks_after: view
                 .nodes
                 .iter()
@@ -417,7 +421,7 @@ impl<'a> Pass<'a> {
     }
 
     fn node(&self, name: &str) -> Option<&'a NodeView> {
-        self.view.nodes.iter().find(|n| n.name == name)
+        self.by_name.get(name).copied()
     }
 
     /// The lease was deleted: it ends (if it held nodes), its nodes go back, then the
