@@ -266,6 +266,7 @@ async fn provide(
     applied: &Applied,
     tenant: &Tenant,
     namespace: &str,
+    leased: &Leased,
 ) -> Result<bool> {
     let name = tenant.name_any();
     let client = &ctx.client;
@@ -279,9 +280,8 @@ async fn provide(
     )
     .await?;
     let quotas = Api::<ResourceQuota>::namespaced(client.clone(), namespace);
-    let (leased, slots, _) = leased_capacity(ctx, namespace);
     for quota in [
-        tenancy::lease_quota(namespace, &name, &leased, slots),
+        tenancy::lease_quota(namespace, &name, &leased.capacity, leased.pod_slots),
         tenancy::object_quota(namespace, tenant),
         tenancy::affinity_quota(namespace, &name),
     ] {
@@ -491,10 +491,11 @@ async fn reconcile(
                 continue;
             }
         }
-        if !provide(&ctx, &applied, &tenant, namespace).await? {
+        let leased = leased_capacity(&ctx, namespace);
+        if !provide(&ctx, &applied, &tenant, namespace, &leased).await? {
             waiting_for_quota.push(namespace.to_string());
         }
-        active_leases += leased_capacity(&ctx, namespace).2;
+        active_leases += leased.leases;
     }
 
     let mut releasing = Vec::new();
@@ -673,13 +674,21 @@ async fn release_orphans(ctx: Arc<Context>, applied: Arc<Applied>) {
     }
 }
 
+/// What a namespace's active leases hold: their nodes' allocatable and pod slots.
+struct Leased {
+    capacity: Resources,
+    pod_slots: i64,
+    leases: usize,
+}
+
 /// The allocatable of the nodes bound to the namespace's active leases, their pod slots,
-/// and how many such leases there are.
-fn leased_capacity(ctx: &Context, namespace: &str) -> (Resources, i64, usize) {
+/// and how many such leases there are. Runs on every lease change of the tenant's: one
+/// pass over its leases, borrowing names rather than copying them.
+fn leased_capacity(ctx: &Context, namespace: &str) -> Leased {
     let leases = ctx.stores.leases.state();
     let active: Vec<&Arc<CapacityLease>> = leases
         .iter()
-        .filter(|l| l.namespace().as_deref() == Some(namespace))
+        .filter(|l| l.metadata.namespace.as_deref() == Some(namespace))
         .filter(|l| l.metadata.deletion_timestamp.is_none())
         .filter(|l| {
             matches!(
@@ -688,22 +697,26 @@ fn leased_capacity(ctx: &Context, namespace: &str) -> (Resources, i64, usize) {
             )
         })
         .collect();
-    let nodes: BTreeSet<String> = active
+    let nodes: BTreeSet<&str> = active
         .iter()
         .flat_map(|l| {
             l.status
                 .iter()
-                .flat_map(|s| s.bound_nodes.iter().map(|n| n.to_string()))
+                .flat_map(|s| s.bound_nodes.iter().map(|n| n.as_str()))
         })
         .collect();
     let mut capacity = Resources::ZERO;
-    let mut slots = 0;
+    let mut pod_slots = 0;
     for node in nodes
         .iter()
         .filter_map(|n| ctx.stores.nodes.get(&ObjectRef::new(n)))
     {
         capacity += observe::allocatable(&node).unwrap_or(Resources::ZERO);
-        slots += observe::pod_slots(&node);
+        pod_slots += observe::pod_slots(&node);
     }
-    (capacity, slots, active.len())
+    Leased {
+        capacity,
+        pod_slots,
+        leases: active.len(),
+    }
 }

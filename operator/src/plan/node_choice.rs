@@ -61,21 +61,13 @@ impl std::fmt::Display for Shortfall {
 
 /// The chosen nodes' names, in a stable order.
 pub fn choose(candidates: &[Candidate], ask: &Ask) -> Result<Vec<String>, Shortfall> {
-    choose_nodes(candidates, ask).map(|nodes| nodes.into_iter().map(|c| c.name.clone()).collect())
-}
-
-/// The chosen nodes, in name order.
-pub fn choose_nodes<'c>(
-    candidates: &'c [Candidate],
-    ask: &Ask,
-) -> Result<Vec<&'c Candidate>, Shortfall> {
     let mut sorted: Vec<&Candidate> = candidates.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    choose_in_order(sorted, ask)
+    choose_in_order(sorted, ask).map(|nodes| nodes.into_iter().map(|c| c.name.clone()).collect())
 }
 
-/// [`choose_nodes`] from candidates already in name order (admission sorts its free nodes
-/// once, not once per lease).
+/// The chosen nodes, in name order, from candidates already in name order (admission
+/// sorts its free nodes once, not once per lease).
 pub fn choose_sorted<'c>(
     candidates: &'c [Candidate],
     ask: &Ask,
