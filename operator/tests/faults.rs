@@ -82,11 +82,21 @@ fn watch_leases(client: &Client) -> History {
     history
 }
 
-/// Internal pods seen on a node lent to a tenant, sampled every half second.
+/// Internal pods seen on a node lent to a tenant, sampled every half second. The nodes are
+/// listed before and after the pods: a pod counts when its node was lent to the same lease
+/// in both lists, so it was lent all along (a node returned between two lists, with an
+/// internal pod placed on it at once, is not mistaken for one lent).
 fn watch_for_internal_pods_on_lent_nodes(client: &Client) -> Arc<Mutex<BTreeSet<String>>> {
     let seen: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     let out = seen.clone();
     let client = client.clone();
+    let lent_nodes = |nodes: kube::core::ObjectList<Node>| -> BTreeSet<(String, String)> {
+        nodes
+            .items
+            .iter()
+            .filter_map(|n| Some((n.name_any(), n.labels().get(LEASE)?.clone())))
+            .collect()
+    };
     tokio::spawn(async move {
         loop {
             let nodes = Api::<Node>::all(client.clone())
@@ -95,12 +105,14 @@ fn watch_for_internal_pods_on_lent_nodes(client: &Client) -> Arc<Mutex<BTreeSet<
             let pods = Api::<Pod>::namespaced(client.clone(), "internal")
                 .list(&ListParams::default())
                 .await;
-            if let (Ok(nodes), Ok(pods)) = (nodes, pods) {
-                let lent: BTreeSet<String> = nodes
-                    .items
-                    .iter()
-                    .filter(|n| n.labels().contains_key(LEASE))
-                    .map(|n| n.name_any())
+            let nodes_after = Api::<Node>::all(client.clone())
+                .list(&ListParams::default())
+                .await;
+            if let (Ok(nodes), Ok(pods), Ok(nodes_after)) = (nodes, pods, nodes_after) {
+                let after = lent_nodes(nodes_after);
+                let lent: BTreeSet<String> = lent_nodes(nodes)
+                    .intersection(&after)
+                    .map(|(node, _)| node.clone())
                     .collect();
                 for pod in pods.items {
                     if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone())
