@@ -174,23 +174,23 @@ async fn nodes(client: &Client, count: usize, concurrency: usize) -> anyhow::Res
     }
 }
 
-/// Sum and count of a histogram's series with `label`.
+/// The sum of a histogram's series with `label`.
 fn histogram_sum(metrics: &str, name: &str, label: &str) -> f64 {
+    value(metrics, &format!("{name}_sum{{{label}}}"))
+}
+
+/// The value of the first series in the scrape that starts with `series` (0 if none).
+fn value(metrics: &str, series: &str) -> f64 {
     metrics
         .lines()
-        .find(|l| l.starts_with(&format!("{name}_sum{{{label}}}")))
+        .find(|l| l.starts_with(series))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
 }
 
 fn counter(metrics: &str, series: &str) -> u64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    value(metrics, series) as u64
 }
 
 fn lease(name: &str, pool: &str) -> anyhow::Result<CapacityLease> {
@@ -508,12 +508,7 @@ async fn run_size(n: usize, args: &Args, postgres: Option<&TempPostgres>) -> any
     let passes = counter(&metrics, "offpeak_reconciles_total{controller=\"pool\"}");
     let facts = counter(&metrics, "offpeak_facts_written_total");
     let appends = counter(&metrics, "offpeak_ledger_write_seconds_count");
-    let append_seconds = metrics
-        .lines()
-        .find(|l| l.starts_with("offpeak_ledger_write_seconds_sum"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0);
+    let append_seconds = value(&metrics, "offpeak_ledger_write_seconds_sum");
     eprintln!("pool_scale: N={n}: the ledger alone taking the same {facts} facts");
     let (in_ledger, floor_ledger_seconds) = ledger_floor(&ledger_url, &floor_url, appends).await?;
     anyhow::ensure!(
